@@ -1,0 +1,100 @@
+// The pipeline's stage interface: what a stage sees of a session (decoded events) and what it may
+// answer (a verdict). Protocol-neutral: the PostgreSQL, MySQL and HTTP pipelines all emit these
+// events. A chain of stage factories is built once from config; each session gets its own instances.
+
+/** Who and where a session is; fixed once the client is authenticated. */
+export interface SessionInfo {
+  /** Unique id of the session within this sempipe instance (e.g. "w1-42"). */
+  readonly id: string;
+  /** Binding FQN, e.g. binding::/prod/billing::api-orders. */
+  readonly binding: string;
+  /** Service FQN the binding points at. */
+  readonly service: string;
+  /** "postgres" | "mysql" | "http". */
+  readonly protocol: string;
+  /** Client user as authenticated by sempipe (not the upstream user). */
+  readonly user: string;
+  /** Client address as "ip:port". */
+  readonly clientAddress: string;
+  /** Database (or equivalent) name the client asked for. */
+  readonly database: string;
+  /** Date.now() when the client connected. */
+  readonly startedAt: number;
+}
+
+/** One statement as the client sent it. */
+export interface StatementEvent {
+  /** Statement text (for PostgreSQL: the Query string or the Parse query). */
+  readonly text: string;
+  /** How it arrived: a simple query, a Parse of the extended protocol, or an HTTP request line. */
+  readonly kind: 'simple' | 'parse' | 'request';
+  /** process.hrtime.bigint() when the statement's frame was read. */
+  readonly receivedAt: bigint;
+}
+
+/** The end of one statement (or one command of a multi-statement simple query). */
+export interface CompletionEvent {
+  readonly text: string;
+  /** Statement class, e.g. select, insert, ddl, copy_in, transaction, unknown. */
+  readonly statementClass: string;
+  /** Command tag as the server sent it (e.g. "SELECT 3"), empty on error. */
+  readonly tag: string;
+  /** Rows returned or affected. */
+  readonly rows: number;
+  readonly outcome: 'ok' | 'error' | 'denied';
+  /** SQLSTATE (or protocol error code) when outcome is not ok. */
+  readonly code?: string;
+  readonly message?: string;
+  /** Nanoseconds from receipt of the statement to its completion. */
+  readonly durationNs: bigint;
+}
+
+export type EndReason = 'client' | 'upstream' | 'error' | 'killed' | 'shutdown' | 'revoked';
+
+export interface EndEvent {
+  readonly reason: EndReason;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly statements: number;
+  readonly message?: string;
+}
+
+export interface AuthFailureEvent {
+  readonly binding: string;
+  readonly protocol: string;
+  readonly user: string;
+  readonly clientAddress: string;
+  /** Bounded label: bad_password, unknown_user, bad_database, timeout, protocol, tls_required, upstream. */
+  readonly reason: string;
+}
+
+/** What should happen to the event a stage looked at. */
+export type Verdict =
+  | { readonly action: 'forward' }
+  /** Answer this statement with an error; the session stays usable. */
+  | { readonly action: 'error'; readonly code: string; readonly message: string; readonly rule?: string }
+  /** Answer with a fatal error and close the session. */
+  | { readonly action: 'close'; readonly code: string; readonly message: string };
+
+export const FORWARD: Verdict = Object.freeze({ action: 'forward' });
+
+/** A per-session stage instance. Every hook is optional; hooks that only observe return nothing. */
+export interface Stage {
+  onStart?(session: SessionInfo): void;
+  /** Return a verdict synchronously in the common case; a Promise only when truly async (hooks). */
+  onStatement?(session: SessionInfo, statement: StatementEvent): Verdict | Promise<Verdict> | undefined;
+  onComplete?(session: SessionInfo, completion: CompletionEvent): void;
+  /** Bytes relayed since the last call: in = client to upstream, out = upstream to client. */
+  onBytes?(session: SessionInfo, bytesIn: number, bytesOut: number): void;
+  onEnd?(session: SessionInfo, end: EndEvent): void;
+}
+
+/** Builds the per-session instance of one stage; created once from config. */
+export interface StageFactory {
+  readonly name: string;
+  create(session: SessionInfo): Stage;
+  /** Failed client authentication happens before any session exists. */
+  onAuthFailure?(event: AuthFailureEvent): void;
+  /** Session opened (authenticated) / a new TCP connection arrived, for connection counters. */
+  onConnection?(binding: string, protocol: string): void;
+}
