@@ -1,0 +1,65 @@
+// The composition root shared by the primary, the workers and the demo: which protocols exist,
+// which stages every session runs, and how a config becomes the data plane's binding specs.
+import type { SempipeConfig } from '../control/config.js';
+import type { AuditLog } from '../control/audit.js';
+import type { Metrics } from '../control/metrics.js';
+import { createAuditStage } from '../control/stages/audit-stage.js';
+import { createMetricsStage, recordUpstreamError } from '../control/stages/metrics-stage.js';
+import type { BindingSpec, ConnectionHandler, DataPlaneOptions } from '../proxy/data-plane.js';
+import type { StageFactory } from '../proxy/stage.js';
+import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
+import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/postgres/binding-runtime.js';
+import { handlePgConnection } from '../protocols/postgres/session.js';
+import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
+import type { Logger } from 'pino';
+
+export const protocolHandlers: Record<string, ConnectionHandler> = {
+  postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
+};
+
+/**
+ * Derives a SCRAM verifier once for every client configured with a plain password, so all workers
+ * share one salt and no worker repeats the key derivation. The plain password stays only where
+ * md5 or cleartext auth needs it.
+ */
+export function prepareCredentials(config: SempipeConfig): SempipeConfig {
+  for (const b of config.bindings) {
+    for (const c of b.clients) {
+      if (c.verifier === undefined && c.password !== undefined) {
+        c.verifier = createScramVerifier(c.password);
+        if (b.auth === 'scram-sha-256') delete c.password;
+      }
+    }
+  }
+  return config;
+}
+
+export function createStages(metrics: Metrics, audit: AuditLog | undefined): StageFactory[] {
+  const stages = [createMetricsStage(metrics)];
+  if (audit !== undefined) stages.push(createAuditStage(audit));
+  return stages;
+}
+
+export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
+  const services = new Map(config.services.map((s) => [s.fqn, s]));
+  return config.bindings.map((b) => ({
+    fqn: b.fqn,
+    protocol: services.get(b.service)!.protocol,
+    host: b.listen.host,
+    port: b.listen.port,
+    runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
+  }));
+}
+
+/** Data-plane callbacks that report to metrics and the operator log. */
+export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError'> {
+  return {
+    onUpstreamError: (binding, error) => {
+      const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
+      recordUpstreamError(metrics, binding, code);
+      const detail = error instanceof UpstreamError ? error.upstreamMessage : undefined;
+      log.warn({ binding, code, detail, err: error instanceof Error ? error.message : String(error) }, 'upstream error');
+    },
+    onError: (message, error) => log.error({ err: error instanceof Error ? error.message : String(error) }, message),
+  };
+}

@@ -1,0 +1,66 @@
+// A worker process: carries sessions on the listeners it shares with the other workers, applies
+// every config the primary pushes, forwards cancel requests for other workers' keys, and drains
+// when told to. Signals are the primary's business: a Ctrl-C reaching the whole process group
+// must not kill sessions before the primary orders the drain.
+import type { AuditLog } from '../control/audit.js';
+import { createAuditLog } from '../control/audit.js';
+import { createMetrics, enableWorkerMetrics } from '../control/metrics.js';
+import { createOpsLog } from '../control/ops-log.js';
+import { DataPlane } from '../proxy/data-plane.js';
+import type { StageFactory } from '../proxy/stage.js';
+import { initClassifier } from '../protocols/postgres/sql-classify.js';
+import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
+import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers } from './wiring.js';
+
+export async function runWorker(): Promise<void> {
+  const workerIndex = Number(process.env.SEMPIPE_WORKER_INDEX ?? '1');
+  const log = createOpsLog(`worker-${workerIndex}`);
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => {});
+  process.on('disconnect', () => process.exit(0));
+  const send = (m: ToPrimary): void => {
+    process.send?.(m);
+  };
+  const metrics = createMetrics();
+  enableWorkerMetrics(metrics);
+  let audit: AuditLog | undefined;
+  let stages: StageFactory[] | undefined;
+  const plane = new DataPlane({
+    workerIndex,
+    handlers: protocolHandlers,
+    forwardCancel: (worker, processId, secretKey) => send({ type: 'cancel', worker, processId, secretKey }),
+    onConnection: (binding, protocol) => {
+      for (const s of stages ?? []) s.onConnection?.(binding, protocol);
+    },
+    ...dataPlaneReporting(metrics, log),
+  });
+
+  // Messages are handled in order, after the SQL parser has loaded; the handler is registered at
+  // once so the primary's first config is not lost while the parser loads.
+  let queue: Promise<void> = initClassifier();
+  const handle = async (msg: ToWorker): Promise<void> => {
+    switch (msg.type) {
+      case 'config': {
+        if (stages === undefined) {
+          const a = msg.config.audit;
+          audit = a.enabled ? createAuditLog({ destination: a.destination, maxStatementLength: a.maxStatementLength }) : undefined;
+          stages = createStages(metrics, audit);
+        }
+        const result = await plane.apply(bindingSpecs(msg.config, stages));
+        send({ type: 'applied', generation: msg.generation, failed: result.failed });
+        break;
+      }
+      case 'cancel':
+        plane.cancelKeys.cancel(msg.processId, msg.secretKey);
+        break;
+      case 'drain':
+        await plane.drain(msg.timeoutMs);
+        await audit?.close();
+        process.exit(0);
+    }
+  };
+  process.on('message', (msg: unknown) => {
+    if (!isOurs(msg)) return;
+    queue = queue.then(() => handle(msg as ToWorker)).catch((err: unknown) => log.error({ err: String(err) }, 'worker message failed'));
+  });
+  send({ type: 'hello' });
+}

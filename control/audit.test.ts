@@ -1,0 +1,76 @@
+// Tests for the audit log's output plumbing: JSON lines to a file, explicit and timed flushes,
+// close, and the pretty format for terminals.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createAuditLog, type AuditLog } from './audit.js';
+
+const dirs: string[] = [];
+const logs: AuditLog[] = [];
+
+function tempFile(name: string): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sempipe-audit-'));
+  dirs.push(dir);
+  return join(dir, name);
+}
+
+function open(destination: string, pretty?: boolean): AuditLog {
+  const log = createAuditLog({ destination, maxStatementLength: 100, ...(pretty === undefined ? {} : { pretty }) });
+  logs.push(log);
+  return log;
+}
+
+function lines(file: string): string[] {
+  return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
+}
+
+afterEach(async () => {
+  await Promise.all(logs.splice(0).map((l) => l.close()));
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('createAuditLog', () => {
+  it('buffers lines until flushed, then writes one JSON object per line without pid or hostname', async () => {
+    const file = tempFile('nested/dir/audit.log');
+    const log = open(file);
+    log.logger.info({ event: 'session_start', binding: 'b', session: 'w1-1' });
+    log.logger.info({ event: 'session_end', binding: 'b', session: 'w1-1' });
+    await log.flush();
+    const written = lines(file).map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(written.map((l) => l.event)).toEqual(['session_start', 'session_end']);
+    const first = written[0] as Record<string, unknown>;
+    expect(Object.keys(first).sort()).toEqual(['binding', 'event', 'level', 'session', 'time']);
+    expect(first.level).toBe('info');
+    expect(new Date(first.time as string).toISOString()).toBe(first.time);
+  });
+
+  it('writes buffered lines on its own within a short time', async () => {
+    const file = tempFile('audit.log');
+    const log = open(file);
+    await log.flush();
+    log.logger.info({ event: 'statement', statement: 'select 1' });
+    expect(lines(file)).toEqual([]);
+    await expect.poll(() => lines(file).length, { timeout: 2000, interval: 25 }).toBe(1);
+  });
+
+  it('close writes what is left, and flush or close after close do not throw', async () => {
+    const file = tempFile('audit.log');
+    const log = open(file);
+    for (let i = 0; i < 3; i++) log.logger.info({ event: 'statement', n: i });
+    await log.close();
+    expect(lines(file)).toHaveLength(3);
+    await log.flush();
+    await log.close();
+  });
+
+  it('pretty output is human-readable text, not JSON', async () => {
+    const file = tempFile('pretty.log');
+    const log = open(file, true);
+    log.logger.info({ event: 'statement', binding: 'b', statement: 'select 1' });
+    await log.close();
+    const [line] = lines(file);
+    expect(line).toMatch(/INFO.*statement.*"statement":"select 1"/);
+    expect(() => JSON.parse(line as string)).toThrow();
+  });
+});

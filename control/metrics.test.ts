@@ -1,0 +1,72 @@
+// Tests for the metrics table and registry: names, types, labels, buckets, default process
+// metrics, isolation from prom-client's global registry, and how worker registries are merged.
+import { AggregatorRegistry, register as globalRegistry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createMetrics, localMetricsReader, METRICS_CONTENT_TYPE } from './metrics.js';
+
+describe('createMetrics', () => {
+  it('declares every sempipe metric with its type and labels', async () => {
+    const metrics = createMetrics();
+    const byName = new Map((await metrics.registry.getMetricsAsJSON()).map((m) => [m.name, m]));
+    const expected: [string, string][] = [
+      ['sempipe_connections_active', 'gauge'],
+      ['sempipe_connections_total', 'counter'],
+      ['sempipe_auth_failures_total', 'counter'],
+      ['sempipe_queries_total', 'counter'],
+      ['sempipe_query_duration_seconds', 'histogram'],
+      ['sempipe_bytes_total', 'counter'],
+      ['sempipe_upstream_errors_total', 'counter'],
+      ['sempipe_sessions_closed_total', 'counter'],
+    ];
+    for (const [name, type] of expected) {
+      expect(byName.get(name)?.type, name).toBe(type);
+    }
+    expect(() => metrics.queries.inc({ binding: 'b', protocol: 'postgres', class: 'select', outcome: 'ok' })).not.toThrow();
+    expect(() => metrics.queries.inc({ binding: 'b', sql: 'select 1' } as never)).toThrow();
+  });
+
+  it('buckets query durations from 100 µs to 30 s', async () => {
+    const metrics = createMetrics();
+    metrics.queryDuration.observe({ binding: 'b', protocol: 'postgres', class: 'select' }, 0.00005);
+    const text = await metrics.registry.getSingleMetricAsString('sempipe_query_duration_seconds');
+    const bounds = [...text.matchAll(/le="([^"]+)"/g)].map((m) => m[1]);
+    expect(bounds[0]).toBe('0.0001');
+    expect(bounds.at(-2)).toBe('30');
+    expect(bounds.at(-1)).toBe('+Inf');
+    expect(text).toContain('sempipe_query_duration_seconds_bucket{le="0.0001",binding="b",protocol="postgres",class="select"} 1');
+  });
+
+  it('collects process metrics with the sempipe_ prefix into its own registry, not the global one', async () => {
+    const metrics = createMetrics();
+    const text = await localMetricsReader(metrics)();
+    expect(text).toMatch(/^sempipe_process_resident_memory_bytes \d+/m);
+    expect(text).toMatch(/^sempipe_nodejs_eventloop_lag_seconds /m);
+    expect(text).toMatch(/^sempipe_process_cpu_seconds_total /m);
+    expect(globalRegistry.getSingleMetric('sempipe_connections_total')).toBeUndefined();
+    expect(METRICS_CONTENT_TYPE).toMatch(/^text\/plain; version=0\.0\.4/);
+  });
+
+  it('two instances do not share state', async () => {
+    const a = createMetrics();
+    const b = createMetrics();
+    a.connectionsTotal.inc({ binding: 'x', protocol: 'postgres' });
+    expect((await a.connectionsTotal.get()).values.map((v) => v.value)).toEqual([1]);
+    expect((await b.connectionsTotal.get()).values).toEqual([]);
+  });
+
+  it('sums gauges and counters across worker registries the way the cluster primary merges them', async () => {
+    const workerA = createMetrics();
+    const workerB = createMetrics();
+    workerA.connectionsActive.inc({ binding: 'b', protocol: 'postgres' }, 2);
+    workerB.connectionsActive.inc({ binding: 'b', protocol: 'postgres' }, 3);
+    workerA.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' }, 7);
+    workerB.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' }, 4);
+    workerA.queryDuration.observe({ binding: 'b', protocol: 'postgres', class: 'select' }, 0.002);
+    workerB.queryDuration.observe({ binding: 'b', protocol: 'postgres', class: 'select' }, 0.004);
+    const merged = AggregatorRegistry.aggregate([await workerA.registry.getMetricsAsJSON(), await workerB.registry.getMetricsAsJSON()]);
+    const text = await merged.metrics();
+    expect(text).toContain('sempipe_connections_active{binding="b",protocol="postgres"} 5');
+    expect(text).toContain('sempipe_connections_total{binding="b",protocol="postgres"} 11');
+    expect(text).toContain('sempipe_query_duration_seconds_count{binding="b",protocol="postgres",class="select"} 2');
+  });
+});

@@ -1,0 +1,126 @@
+// sempipe's Prometheus metrics: one table declaring every metric (like Envoy's
+// ALL_POSTGRES_PROXY_STATS), a registry of our own built from it, and the readers that render it
+// for /metrics, either from this process or aggregated over all node:cluster workers.
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+/** Query latency buckets in seconds, 100 µs to 30 s. */
+const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * Every metric sempipe exports. Label sets are bounded: binding, protocol, statement class, outcome,
+ * reason and error code; never SQL text or user input. Gauges are summed across workers (the
+ * aggregator prom-client applies in the primary), so connections_active is the instance total.
+ */
+const METRIC_TABLE = {
+  connectionsActive: {
+    type: 'gauge',
+    name: 'sempipe_connections_active',
+    help: 'Client sessions currently open.',
+    labels: ['binding', 'protocol'],
+  },
+  connectionsTotal: {
+    type: 'counter',
+    name: 'sempipe_connections_total',
+    help: 'Client connections accepted.',
+    labels: ['binding', 'protocol'],
+  },
+  authFailures: {
+    type: 'counter',
+    name: 'sempipe_auth_failures_total',
+    help: 'Failed client authentications, by reason.',
+    labels: ['binding', 'reason'],
+  },
+  queries: {
+    type: 'counter',
+    name: 'sempipe_queries_total',
+    help: 'Statements completed, by statement class and outcome (ok, error, denied).',
+    labels: ['binding', 'protocol', 'class', 'outcome'],
+  },
+  queryDuration: {
+    type: 'histogram',
+    name: 'sempipe_query_duration_seconds',
+    help: 'Time from receipt of a statement to its completion.',
+    labels: ['binding', 'protocol', 'class'],
+    buckets: DURATION_BUCKETS,
+  },
+  bytes: {
+    type: 'counter',
+    name: 'sempipe_bytes_total',
+    help: 'Bytes relayed; direction "in" is client to upstream, "out" is upstream to client.',
+    labels: ['binding', 'direction'],
+  },
+  upstreamErrors: {
+    type: 'counter',
+    name: 'sempipe_upstream_errors_total',
+    help: 'Errors reported by or while reaching the upstream service, by error code.',
+    labels: ['binding', 'code'],
+  },
+  sessionsClosed: {
+    type: 'counter',
+    name: 'sempipe_sessions_closed_total',
+    help: 'Sessions closed, by reason.',
+    labels: ['binding', 'reason'],
+  },
+} as const;
+
+type MetricTable = typeof METRIC_TABLE;
+type LabelsOf<K extends keyof MetricTable> = MetricTable[K]['labels'][number];
+type HandleOf<K extends keyof MetricTable> = MetricTable[K]['type'] extends 'counter'
+  ? Counter<LabelsOf<K>>
+  : MetricTable[K]['type'] extends 'gauge'
+    ? Gauge<LabelsOf<K>>
+    : Histogram<LabelsOf<K>>;
+
+/** The registry and one typed handle per metric of the table. */
+export type Metrics = { readonly registry: Registry } & { readonly [K in keyof MetricTable]: HandleOf<K> };
+
+/** Content type of the text that every reader below returns (Prometheus text format 0.0.4). */
+export const METRICS_CONTENT_TYPE: string = Registry.PROMETHEUS_CONTENT_TYPE;
+
+function createMetric(registry: Registry, key: keyof MetricTable): Counter | Gauge | Histogram {
+  const def = METRIC_TABLE[key];
+  const config = { name: def.name, help: def.help, labelNames: def.labels, registers: [registry], aggregator: 'sum' as const };
+  switch (def.type) {
+    case 'counter':
+      return new Counter(config);
+    case 'gauge':
+      return new Gauge(config);
+    case 'histogram':
+      return new Histogram({ ...config, buckets: [...def.buckets] });
+  }
+}
+
+/** A fresh registry (never prom-client's global one) with sempipe's metrics and Node's process metrics. */
+export function createMetrics(): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sempipe_' });
+  const handles: Record<string, Counter | Gauge | Histogram> = {};
+  for (const key of Object.keys(METRIC_TABLE) as (keyof MetricTable)[]) {
+    handles[key] = createMetric(registry, key);
+  }
+  return { registry, ...handles } as Metrics;
+}
+
+/** Renders this process's registry; for a single-process sempipe. */
+export function localMetricsReader(metrics: Metrics): () => Promise<string> {
+  return () => metrics.registry.metrics();
+}
+
+/**
+ * Worker side of cluster aggregation: answer the primary's metric requests with this registry.
+ * prom-client installs its worker message listener only in the AggregatorRegistry constructor
+ * (setRegistries alone does not), hence the instance that is created and dropped here.
+ */
+export function enableWorkerMetrics(metrics: Metrics): void {
+  new AggregatorRegistry();
+  AggregatorRegistry.setRegistries([metrics.registry]);
+}
+
+/**
+ * Primary side: each call asks every connected worker for its registry and merges them by each
+ * metric's aggregator (sum for all of ours). Rejects when a worker does not answer within 5 s.
+ */
+export function createClusterMetricsReader(): () => Promise<string> {
+  const aggregator = new AggregatorRegistry();
+  return () => aggregator.clusterMetrics();
+}

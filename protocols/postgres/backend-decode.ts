@@ -1,0 +1,31 @@
+// Lazy decoding of the few backend messages the relay looks into. ErrorResponse goes through
+// pg-protocol's parser (it is rare, and pg-protocol knows every field); the CommandComplete tag is
+// read in place because it is on the hot path and is just one C string.
+import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
+import { Parser } from 'pg-protocol/dist/parser.js';
+
+const parser = new Parser();
+
+export interface DecodedError {
+  severity: string;
+  code: string;
+  message: string;
+}
+
+/** Decodes one complete ErrorResponse frame. */
+export function decodeErrorResponse(frame: Buffer): DecodedError {
+  let decoded: DecodedError = { severity: 'ERROR', code: 'XX000', message: 'malformed ErrorResponse' };
+  parser.parse(frame, (msg: BackendMessage) => {
+    if (msg.name === 'error') {
+      const err = msg as DatabaseError;
+      decoded = { severity: err.severity ?? 'ERROR', code: err.code ?? 'XX000', message: err.message };
+    }
+  });
+  return decoded;
+}
+
+/** The tag of a CommandComplete frame, e.g. "SELECT 3". */
+export function decodeCommandTag(frame: Buffer): string {
+  const end = frame.indexOf(0, 5);
+  return frame.toString('latin1', 5, end < 0 ? frame.length : end);
+}

@@ -1,0 +1,286 @@
+// The client leg's connection phases as an explicit state machine: startup packets (SSLRequest with
+// the TLS upgrade, GSSENCRequest, CancelRequest, StartupMessage), then local authentication with
+// the credentials sempipe issued (SCRAM-SHA-256[-PLUS], md5, cleartext), then the database check.
+// Resolves with the authenticated client or undefined once the connection has been answered and
+// closed. Upstream authentication is a separate machine (upstream-connect.ts).
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import { verifyMd5Response, md5Salt } from './auth/md5.js';
+import { verifyCleartext } from './auth/password.js';
+import { createScramServer, handleClientFinal, handleClientFirst, scramMechanisms, type ScramServerSession } from './auth/scram-server.js';
+import {
+  authenticationCleartext,
+  authenticationMd5,
+  authenticationSasl,
+  authenticationSaslContinue,
+  authenticationSaslFinal,
+  errorResponse,
+  type ErrorFields,
+} from './backend-messages.js';
+import type { PgBindingRuntime } from './binding-runtime.js';
+import {
+  decodePasswordMessage,
+  decodeSaslInitialResponse,
+  decodeSaslResponse,
+  decodeStartupPacket,
+  startupPacketLength,
+} from './frontend-messages.js';
+import { FrontendCode } from './message-codes.js';
+import { pgErrors } from './wire-errors.js';
+
+export interface AuthenticatedClient {
+  socket: Socket;
+  user: string;
+  database: string;
+  /** Startup parameters other than user and database, to forward upstream. */
+  params: Map<string, string>;
+  tls: boolean;
+  /** Bytes the client sent after its last authentication message (pipelined queries). */
+  leftover: Buffer;
+}
+
+export interface HandshakeHooks {
+  onCancel(processId: number, secretKey: number): void;
+  onAuthFailure(user: string, reason: string): void;
+}
+
+type Step = 'startup' | 'password' | 'md5' | 'sasl-first' | 'sasl-final' | 'done';
+
+const ignoreError = (): void => {};
+
+/** Authentication messages are small; anything larger is a protocol violation. */
+const MAX_AUTH_MESSAGE = 16 * 1024;
+
+class ClientHandshake {
+  private step: Step = 'startup';
+  private socket: Socket;
+  private buffered: Buffer = Buffer.alloc(0);
+  private user = '';
+  private requestedDatabase = '';
+  private params = new Map<string, string>();
+  private tls = false;
+  private md5SaltBytes: Buffer | undefined;
+  private scram: ScramServerSession | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private readonly onData = (chunk: Buffer): void => this.receive(chunk);
+  private readonly onGone = (): void => {
+    this.finish(undefined);
+  };
+
+  constructor(
+    socket: Socket,
+    private readonly rt: PgBindingRuntime,
+    private readonly hooks: HandshakeHooks,
+    private readonly resolve: (c: AuthenticatedClient | undefined) => void,
+  ) {
+    this.socket = socket;
+    this.timer = setTimeout(() => {
+      this.fail(pgErrors.authTimeout(), 'timeout');
+    }, rt.authTimeoutMs);
+    this.attach(socket);
+  }
+
+  private attach(socket: Socket): void {
+    this.socket = socket;
+    socket.on('data', this.onData);
+    socket.on('close', this.onGone);
+    socket.on('error', this.onGone);
+  }
+
+  private detach(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('close', this.onGone);
+    this.socket.off('error', this.onGone);
+  }
+
+  private receive(chunk: Buffer): void {
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    while (this.step !== 'done') {
+      const consumed = this.step === 'startup' ? this.handleStartup() : this.handleAuthMessage();
+      if (consumed <= 0) return;
+      this.buffered = this.buffered.subarray(consumed);
+    }
+  }
+
+  /** Returns the bytes consumed, 0 when more are needed, -1 when the connection was closed. */
+  private handleStartup(): number {
+    const len = startupPacketLength(this.buffered);
+    if (len === undefined) return 0;
+    if (len < 0) return this.fail(pgErrors.protocolViolation('invalid length of startup packet'), 'protocol');
+    if (this.buffered.length < len) return 0;
+    const packet = decodeStartupPacket(this.buffered.subarray(0, len));
+    switch (packet.kind) {
+      case 'ssl':
+        return this.handleSslRequest(len);
+      case 'gssenc':
+        this.socket.write('N');
+        return len;
+      case 'cancel':
+        this.hooks.onCancel(packet.processId, packet.secretKey);
+        return this.finish(undefined);
+      case 'unsupported':
+        return this.fail(pgErrors.unsupportedProtocol(packet.code), 'protocol');
+      case 'invalid':
+        return this.fail(pgErrors.protocolViolation(packet.reason), 'protocol');
+      case 'startup':
+        return this.handleStartupMessage(packet.params, len);
+    }
+  }
+
+  private handleSslRequest(len: number): number {
+    if (!this.rt.tls || this.tls) {
+      this.socket.write('N');
+      return len;
+    }
+    if (this.buffered.length > len) {
+      // CVE-2021-23214: bytes after SSLRequest before the handshake must not be trusted.
+      return this.fail(pgErrors.protocolViolation('received unencrypted data after SSL request'), 'protocol');
+    }
+    this.socket.write('S');
+    this.detach();
+    // Only decrypted bytes reach the TLSSocket's 'data' listeners, so the next startup packet is
+    // read from the secure channel and nothing sent in the clear before it can be mistaken for it.
+    const secure = new TLSSocket(this.socket, { isServer: true, secureContext: this.rt.tls.context });
+    secure.on('error', ignoreError);
+    this.tls = true;
+    this.buffered = Buffer.alloc(0);
+    this.attach(secure);
+    return -1;
+  }
+
+  private handleStartupMessage(params: Map<string, string>, len: number): number {
+    this.user = params.get('user')!;
+    this.requestedDatabase = params.get('database') || this.user;
+    if (params.has('replication') && params.get('replication') !== 'false') {
+      return this.fail(pgErrors.replicationRefused(), 'protocol');
+    }
+    params.delete('user');
+    params.delete('database');
+    this.params = params;
+    if (this.rt.tls?.required && !this.tls) return this.fail(pgErrors.tlsRequired(this.rt.fqn), 'tls_required');
+    const cred = this.rt.clients.get(this.user);
+    switch (this.rt.auth) {
+      case 'scram-sha-256': {
+        const channelBinding = this.tls ? this.rt.tls?.endPoint : undefined;
+        this.scram = createScramServer({ verifier: cred?.scram, channelBinding, user: this.user });
+        this.socket.write(authenticationSasl(scramMechanisms(channelBinding !== undefined)));
+        this.step = 'sasl-first';
+        break;
+      }
+      case 'md5':
+        this.md5SaltBytes = md5Salt();
+        this.socket.write(authenticationMd5(this.md5SaltBytes));
+        this.step = 'md5';
+        break;
+      case 'password':
+        if (!this.tls && !this.rt.allowPasswordWithoutTls) return this.fail(pgErrors.cleartextWithoutTls(), 'tls_required');
+        this.socket.write(authenticationCleartext());
+        this.step = 'password';
+        break;
+    }
+    return len;
+  }
+
+  private handleAuthMessage(): number {
+    const buf = this.buffered;
+    if (buf.length < 5) return 0;
+    const type = buf[0];
+    const length = buf.readUInt32BE(1);
+    if (type !== FrontendCode.Password) {
+      if (type === FrontendCode.Terminate) return this.finish(undefined);
+      return this.fail(pgErrors.protocolViolation(`expected password response, got message type ${type}`), 'protocol');
+    }
+    if (length < 4 || length > MAX_AUTH_MESSAGE) return this.fail(pgErrors.invalidMessageLength(type), 'protocol');
+    if (buf.length < length + 1) return 0;
+    const frame = buf.subarray(0, length + 1);
+    const ok = this.checkCredentials(frame);
+    if (ok === undefined) return -1;
+    if (!ok) return this.fail(pgErrors.passwordFailed(this.user), this.rt.clients.has(this.user) ? 'bad_password' : 'unknown_user');
+    if (this.step !== 'done') return length + 1;
+    if (this.requestedDatabase !== this.rt.database) {
+      return this.fail(pgErrors.databaseMissing(this.requestedDatabase), 'bad_database');
+    }
+    return this.finish({
+      socket: this.socket,
+      user: this.user,
+      database: this.requestedDatabase,
+      params: this.params,
+      tls: this.tls,
+      leftover: buf.subarray(length + 1),
+    });
+  }
+
+  /** true: accepted (step advanced), false: wrong credentials, undefined: closed (malformed). */
+  private checkCredentials(frame: Buffer): boolean | undefined {
+    const cred = this.rt.clients.get(this.user);
+    switch (this.step) {
+      case 'password': {
+        const given = decodePasswordMessage(frame);
+        if (given === undefined) return this.malformed('password');
+        this.step = 'done';
+        return verifyCleartext(given, cred);
+      }
+      case 'md5': {
+        const given = decodePasswordMessage(frame);
+        if (given === undefined) return this.malformed('md5 password');
+        this.step = 'done';
+        return verifyMd5Response(given, this.user, cred?.password, this.md5SaltBytes!);
+      }
+      case 'sasl-first': {
+        const initial = decodeSaslInitialResponse(frame);
+        if (!initial) return this.malformed('SASLInitialResponse');
+        const r = handleClientFirst(this.scram!, initial.mechanism, initial.data);
+        if (!r.ok) return this.malformed(`SCRAM client-first (${r.reason})`);
+        this.socket.write(authenticationSaslContinue(r.serverFirst));
+        this.step = 'sasl-final';
+        return true;
+      }
+      case 'sasl-final': {
+        const r = handleClientFinal(this.scram!, decodeSaslResponse(frame));
+        if (!r.ok) {
+          if (r.badPassword) return false;
+          return this.malformed(`SCRAM client-final (${r.reason})`);
+        }
+        this.socket.write(authenticationSaslFinal(r.serverFinal));
+        this.step = 'done';
+        return true;
+      }
+      default:
+        return this.malformed('authentication message');
+    }
+  }
+
+  private malformed(what: string): undefined {
+    this.fail(pgErrors.protocolViolation(`malformed ${what}`), 'protocol');
+    return undefined;
+  }
+
+  private fail(fields: ErrorFields, reason: string): -1 {
+    this.hooks.onAuthFailure(this.user, reason);
+    if (!this.socket.destroyed) this.socket.end(errorResponse(fields));
+    return this.finish(undefined);
+  }
+
+  private finish(result: AuthenticatedClient | undefined): -1 {
+    clearTimeout(this.timer);
+    // Paused, so bytes the client pipelines after authentication wait for the relay's listener.
+    this.socket.pause();
+    this.detach();
+    this.step = 'done';
+    if (result === undefined && !this.socket.destroyed) this.socket.end();
+    this.resolve(result);
+    return -1;
+  }
+}
+
+/** Runs the client handshake on a fresh connection. */
+export function runClientHandshake(socket: Socket, rt: PgBindingRuntime, hooks: HandshakeHooks): Promise<AuthenticatedClient | undefined> {
+  return new Promise((resolve) => {
+    let settled = false;
+    new ClientHandshake(socket, rt, hooks, (c) => {
+      if (settled) return;
+      settled = true;
+      resolve(c);
+    });
+  });
+}

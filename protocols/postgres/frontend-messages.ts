@@ -1,0 +1,127 @@
+// Decoders for the frontend (client to server) messages sempipe must read: the untyped startup
+// packets (StartupMessage, SSLRequest, GSSENCRequest, CancelRequest), authentication responses, and
+// the statement-carrying Query and Parse. Own code because pg-protocol parses only backend messages.
+// https://www.postgresql.org/docs/current/protocol-message-formats.html
+import { StartupCode } from './message-codes.js';
+
+export type StartupPacket =
+  | { kind: 'ssl' }
+  | { kind: 'gssenc' }
+  | { kind: 'cancel'; processId: number; secretKey: number }
+  | { kind: 'startup'; params: Map<string, string> }
+  | { kind: 'unsupported'; code: number }
+  | { kind: 'invalid'; reason: string };
+
+/** Largest startup packet PostgreSQL accepts (MAX_STARTUP_PACKET_LENGTH). */
+export const MAX_STARTUP_PACKET = 10000;
+
+/**
+ * Length of the startup packet at the head of `buf`: a number when its length field is readable,
+ * undefined when fewer than 4 bytes arrived, -1 when the length is out of range.
+ */
+export function startupPacketLength(buf: Buffer): number | undefined {
+  if (buf.length < 4) return undefined;
+  const len = buf.readUInt32BE(0);
+  if (len < 8 || len > MAX_STARTUP_PACKET) return -1;
+  return len;
+}
+
+/** Decodes one whole startup packet (length field included). */
+export function decodeStartupPacket(packet: Buffer): StartupPacket {
+  const code = packet.readUInt32BE(4);
+  switch (code) {
+    case StartupCode.SSLRequest:
+      return packet.length === 8 ? { kind: 'ssl' } : { kind: 'invalid', reason: 'SSLRequest of wrong length' };
+    case StartupCode.GSSENCRequest:
+      return packet.length === 8 ? { kind: 'gssenc' } : { kind: 'invalid', reason: 'GSSENCRequest of wrong length' };
+    case StartupCode.CancelRequest:
+      if (packet.length !== 16) return { kind: 'invalid', reason: 'CancelRequest of wrong length' };
+      return { kind: 'cancel', processId: packet.readInt32BE(8), secretKey: packet.readInt32BE(12) };
+    case StartupCode.Protocol3:
+      return decodeStartupParams(packet);
+    default:
+      return { kind: 'unsupported', code };
+  }
+}
+
+function decodeStartupParams(packet: Buffer): StartupPacket {
+  const params = new Map<string, string>();
+  let pos = 8;
+  for (;;) {
+    if (pos >= packet.length) return { kind: 'invalid', reason: 'startup packet is not terminated' };
+    if (packet[pos] === 0) break;
+    const keyEnd = packet.indexOf(0, pos);
+    if (keyEnd < 0) return { kind: 'invalid', reason: 'startup parameter name is not terminated' };
+    const valueEnd = packet.indexOf(0, keyEnd + 1);
+    if (valueEnd < 0) return { kind: 'invalid', reason: `startup parameter "${packet.toString('utf8', pos, keyEnd)}" has no value` };
+    params.set(packet.toString('utf8', pos, keyEnd), packet.toString('utf8', keyEnd + 1, valueEnd));
+    pos = valueEnd + 1;
+  }
+  if (pos !== packet.length - 1) return { kind: 'invalid', reason: 'startup packet has bytes after its terminator' };
+  if (!params.get('user')) return { kind: 'invalid', reason: 'no PostgreSQL user name specified in startup packet' };
+  return { kind: 'startup', params };
+}
+
+/** Reads a NUL-terminated string at `pos` of a frame; undefined when unterminated. */
+function cstring(frame: Buffer, pos: number): { value: string; next: number } | undefined {
+  const end = frame.indexOf(0, pos);
+  if (end < 0) return undefined;
+  return { value: frame.toString('utf8', pos, end), next: end + 1 };
+}
+
+/** Query ('Q'): the SQL text; undefined when malformed. */
+export function decodeQuery(frame: Buffer): string | undefined {
+  return cstring(frame, 5)?.value;
+}
+
+/** Parse ('P'): prepared statement name and query text; undefined when malformed. */
+export function decodeParse(frame: Buffer): { name: string; query: string } | undefined {
+  const name = cstring(frame, 5);
+  if (!name) return undefined;
+  const query = cstring(frame, name.next);
+  if (!query) return undefined;
+  return { name: name.value, query: query.value };
+}
+
+/** Bind ('B'): destination portal and source statement names; undefined when malformed. */
+export function decodeBindNames(frame: Buffer): { portal: string; statement: string } | undefined {
+  const portal = cstring(frame, 5);
+  if (!portal) return undefined;
+  const statement = cstring(frame, portal.next);
+  if (!statement) return undefined;
+  return { portal: portal.value, statement: statement.value };
+}
+
+/** Execute ('E'): the portal name; undefined when malformed. */
+export function decodeExecutePortal(frame: Buffer): string | undefined {
+  return cstring(frame, 5)?.value;
+}
+
+/** Close ('C'): 'S' statement or 'P' portal and its name. */
+export function decodeClose(frame: Buffer): { target: number; name: string } | undefined {
+  if (frame.length < 7) return undefined;
+  const name = cstring(frame, 6);
+  return name ? { target: frame[5], name: name.value } : undefined;
+}
+
+/** PasswordMessage ('p') carrying a cleartext or md5 password. */
+export function decodePasswordMessage(frame: Buffer): string | undefined {
+  const s = cstring(frame, 5);
+  return s && s.next === frame.length ? s.value : undefined;
+}
+
+/** SASLInitialResponse ('p'): mechanism and the client-first message. */
+export function decodeSaslInitialResponse(frame: Buffer): { mechanism: string; data: Buffer } | undefined {
+  const mech = cstring(frame, 5);
+  if (!mech || mech.next + 4 > frame.length) return undefined;
+  const len = frame.readInt32BE(mech.next);
+  const start = mech.next + 4;
+  if (len === -1) return { mechanism: mech.value, data: Buffer.alloc(0) };
+  if (len < 0 || start + len !== frame.length) return undefined;
+  return { mechanism: mech.value, data: frame.subarray(start, start + len) };
+}
+
+/** SASLResponse ('p'): the raw client-final message. */
+export function decodeSaslResponse(frame: Buffer): Buffer {
+  return frame.subarray(5);
+}

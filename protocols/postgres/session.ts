@@ -1,0 +1,89 @@
+// One PostgreSQL client connection from accept to close: the client handshake, the upstream
+// connection with the service's own credentials, the greeting (the server's ParameterStatus,
+// sempipe's own BackendKeyData), then the relay with the binding's pipeline.
+import type { Socket } from 'node:net';
+import type { ConnectionHost } from '../../proxy/connection-host.js';
+import { SessionPipeline } from '../../proxy/pipeline.js';
+import type { LiveSession } from '../../proxy/session-registry.js';
+import type { EndReason, SessionInfo } from '../../proxy/stage.js';
+import { authenticationOk, backendKeyData, errorResponse, readyForQuery } from './backend-messages.js';
+import type { PgBindingRuntime } from './binding-runtime.js';
+import { runClientHandshake } from './client-handshake.js';
+import { PgRelay } from './relay.js';
+import { connectUpstream, sendCancelRequest, UpstreamError } from './upstream-connect.js';
+import { pgErrors } from './wire-errors.js';
+
+const PROTOCOL = 'postgres';
+
+export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, host: ConnectionHost): Promise<void> {
+  const clientAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+  const client = await runClientHandshake(socket, rt, {
+    onCancel: (processId, secretKey) => host.routeCancel(processId, secretKey),
+    onAuthFailure: (user, reason) => {
+      for (const f of rt.stages) f.onAuthFailure?.({ binding: rt.fqn, protocol: PROTOCOL, user, clientAddress, reason });
+    },
+  });
+  if (client === undefined) return;
+
+  let upstream;
+  try {
+    upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(client.params) });
+  } catch (err) {
+    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed: ${String(err)}`);
+    host.onUpstreamError(rt.fqn, e);
+    if (!client.socket.destroyed) client.socket.end(errorResponse(pgErrors.upstream(e.code, e.message)));
+    return;
+  }
+  const up = upstream.socket;
+  up.on('error', ignore);
+  up.setNoDelay(true);
+  if (client.socket.destroyed) {
+    up.destroy();
+    return;
+  }
+
+  const info: SessionInfo = {
+    id: host.nextSessionId(),
+    binding: rt.fqn,
+    service: rt.serviceFqn,
+    protocol: PROTOCOL,
+    user: client.user,
+    clientAddress,
+    database: client.database,
+    startedAt: Date.now(),
+  };
+  const upstreamKey = upstream.backendKey;
+  const key = host.cancelKeys.issue(() => {
+    sendCancelRequest({ ...rt.upstream }, upstreamKey).catch((e: unknown) => host.onUpstreamError(rt.fqn, e));
+  });
+  const pipeline = new SessionPipeline(info, rt.stages);
+  const live: LiveSession = {
+    info,
+    stats: () => ({ statements: relay.statementCount, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut }),
+    close: (reason: EndReason) => relay.close(reason, reason === 'revoked' ? pgErrors.bindingRevoked(rt.fqn) : pgErrors.adminShutdown()),
+  };
+  const relay: PgRelay = new PgRelay(client.socket, up, pipeline, {
+    maxMessageSize: rt.maxMessageSize,
+    serviceFqn: rt.serviceFqn,
+    onEnd: (reason, message) => {
+      host.registry.remove(live);
+      host.cancelKeys.release(key.processId);
+      pipeline.end({ reason, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut, statements: relay.statementCount, message });
+    },
+  });
+
+  client.socket.cork();
+  client.socket.write(authenticationOk());
+  for (const frame of upstream.parameterStatus) client.socket.write(frame);
+  for (const frame of upstream.noticeFrames) client.socket.write(frame);
+  client.socket.write(backendKeyData(key.processId, key.secretKey));
+  client.socket.write(readyForQuery(upstream.transactionStatus as 'I' | 'T' | 'E'));
+  if (upstream.leftover.length > 0) client.socket.write(upstream.leftover);
+  client.socket.uncork();
+
+  host.registry.add(live);
+  pipeline.start();
+  relay.start(client.leftover);
+}
+
+const ignore = (): void => {};

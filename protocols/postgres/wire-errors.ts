@@ -1,0 +1,27 @@
+// The one place that turns sempipe's situations into PostgreSQL ErrorResponse fields, with
+// PostgreSQL's own SQLSTATEs and message texts so clients and people recognise them.
+// https://www.postgresql.org/docs/current/errcodes-appendix.html
+import type { ErrorFields } from './backend-messages.js';
+
+const fatal = (code: string, message: string, extra: Partial<ErrorFields> = {}): ErrorFields => ({ severity: 'FATAL', code, message, ...extra });
+
+export const pgErrors = {
+  /** Same error for a wrong password and an unknown user: no user enumeration. */
+  passwordFailed: (user: string) => fatal('28P01', `password authentication failed for user "${user}"`),
+  databaseMissing: (db: string) => fatal('3D000', `database "${db}" does not exist`),
+  tlsRequired: (binding: string) =>
+    fatal('28000', `SSL/TLS is required by binding "${binding}"`, { hint: 'Connect with sslmode=require.' }),
+  cleartextWithoutTls: () =>
+    fatal('28000', 'password authentication over an unencrypted connection is refused', { hint: 'Connect with sslmode=require.' }),
+  authTimeout: () => fatal('08006', 'canceling authentication due to timeout'),
+  protocolViolation: (message: string) => fatal('08P01', message),
+  unsupportedProtocol: (code: number) =>
+    fatal('0A000', `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.0`),
+  replicationRefused: () => fatal('0A000', 'replication connections are not supported through sempipe'),
+  messageTooLarge: (length: number, max: number) => fatal('08P01', `message of ${length} bytes exceeds the maximum of ${max} bytes`),
+  invalidMessageLength: (type: number) => fatal('08P01', `invalid message length for message type "${String.fromCharCode(type)}"`),
+  adminShutdown: () => fatal('57P01', 'terminating connection due to administrator command'),
+  bindingRevoked: (binding: string) => fatal('57P01', `terminating connection: binding "${binding}" was removed`),
+  upstreamLost: (service: string) => fatal('08006', `connection to upstream of ${service} was lost`),
+  upstream: (code: string, message: string) => fatal(code, message),
+} as const;

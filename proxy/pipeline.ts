@@ -1,0 +1,68 @@
+// Composes the stages of one session into a single object the protocol relay calls. Hooks run in
+// chain order; the first non-forward verdict wins. Verdicts stay synchronous unless a stage really
+// returns a Promise, in which case the rest of the chain runs after it settles.
+import {
+  FORWARD,
+  type CompletionEvent,
+  type EndEvent,
+  type SessionInfo,
+  type Stage,
+  type StageFactory,
+  type StatementEvent,
+  type Verdict,
+} from './stage.js';
+
+export class SessionPipeline {
+  private readonly stages: Stage[];
+  private readonly statementStages: Stage[];
+  private readonly bytesStages: Stage[];
+  private readonly completeStages: Stage[];
+
+  constructor(
+    readonly session: SessionInfo,
+    factories: readonly StageFactory[],
+  ) {
+    this.stages = factories.map((f) => f.create(session));
+    this.statementStages = this.stages.filter((s) => s.onStatement !== undefined);
+    this.bytesStages = this.stages.filter((s) => s.onBytes !== undefined);
+    this.completeStages = this.stages.filter((s) => s.onComplete !== undefined);
+  }
+
+  /** True when some stage may refuse statements (so the relay must look before it forwards). */
+  get judgesStatements(): boolean {
+    return this.statementStages.length > 0;
+  }
+
+  start(): void {
+    for (const s of this.stages) s.onStart?.(this.session);
+  }
+
+  statement(event: StatementEvent): Verdict | Promise<Verdict> {
+    return runFrom(this.statementStages, 0, this.session, event);
+  }
+
+  complete(event: CompletionEvent): void {
+    for (const s of this.completeStages) s.onComplete!(this.session, event);
+  }
+
+  bytes(bytesIn: number, bytesOut: number): void {
+    if (bytesIn === 0 && bytesOut === 0) return;
+    for (const s of this.bytesStages) s.onBytes!(this.session, bytesIn, bytesOut);
+  }
+
+  end(event: EndEvent): void {
+    for (const s of this.stages) s.onEnd?.(this.session, event);
+  }
+}
+
+function runFrom(stages: Stage[], from: number, session: SessionInfo, event: StatementEvent): Verdict | Promise<Verdict> {
+  for (let i = from; i < stages.length; i++) {
+    const v = stages[i].onStatement!(session, event);
+    if (v === undefined || v === FORWARD) continue;
+    if (v instanceof Promise) {
+      return v.then((settled) => (settled.action === 'forward' ? runFrom(stages, i + 1, session, event) : settled));
+    }
+    if (v.action !== 'forward') return v;
+  }
+  return FORWARD;
+}

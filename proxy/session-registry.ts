@@ -1,0 +1,64 @@
+// Live sessions of this process: listed by the control plane, closed on revocation, kill and drain.
+import type { EndReason, SessionInfo } from './stage.js';
+
+export interface SessionStats {
+  statements: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface LiveSession {
+  readonly info: SessionInfo;
+  stats(): SessionStats;
+  /** Closes the session, telling the client why in its own protocol. */
+  close(reason: EndReason): void;
+}
+
+export class SessionRegistry {
+  private readonly sessions = new Map<string, LiveSession>();
+  private readonly emptyWaiters: Array<() => void> = [];
+
+  add(s: LiveSession): void {
+    this.sessions.set(s.info.id, s);
+  }
+
+  remove(s: LiveSession): void {
+    this.sessions.delete(s.info.id);
+    if (this.sessions.size === 0) for (const w of this.emptyWaiters.splice(0)) w();
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  get(id: string): LiveSession | undefined {
+    return this.sessions.get(id);
+  }
+
+  all(): LiveSession[] {
+    return [...this.sessions.values()];
+  }
+
+  closeWhere(predicate: (s: LiveSession) => boolean, reason: EndReason): number {
+    let n = 0;
+    for (const s of this.all()) {
+      if (predicate(s)) {
+        s.close(reason);
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Resolves when no session is left or after `timeoutMs`; true when empty. */
+  waitEmpty(timeoutMs: number): Promise<boolean> {
+    if (this.sessions.size === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(this.sessions.size === 0), timeoutMs);
+      this.emptyWaiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+}
