@@ -1,0 +1,121 @@
+// Runs PgBouncer in session mode as the benchmark's reference pooler: writes pgbouncer.ini and an
+// auth_file (SCRAM verifier of the client) into a directory, starts /usr/sbin/pgbouncer on a free
+// port (as the postgres account when we are root, since PgBouncer refuses to run as root), and stops
+// it. Its log goes to a file in the same directory.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort } from '../test/harness/ports.js';
+import type { PgTarget } from './pgbench-run.js';
+import { waitForLogin } from './pg-clients.js';
+
+export interface PgbouncerOptions {
+  binary: string;
+  /** Directory for pgbouncer.ini, the auth_file and the log; must be traversable by `postgres`. */
+  dir: string;
+  /** The real server and the credentials PgBouncer uses there. */
+  upstream: PgTarget;
+  /** The client PgBouncer authenticates: user, password (for the login check) and SCRAM verifier. */
+  client: { user: string; password: string; verifier: string };
+}
+
+export interface PgbouncerProcess {
+  readonly pid: number;
+  /** Where clients connect: PgBouncer's port, the client's credentials, the same database name. */
+  readonly target: PgTarget;
+  readonly logFile: string;
+  stop(): Promise<void>;
+}
+
+interface Ids {
+  uid?: number;
+  gid?: number;
+}
+
+function unprivilegedIds(): Ids {
+  if (process.getuid?.() !== 0) return {};
+  const uid = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+  const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
+  if (uid.status !== 0 || gid.status !== 0) throw new Error('PgBouncer refuses to run as root and there is no "postgres" account to run it as');
+  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+}
+
+/** A value in PgBouncer's libpq-style connection string, quoted. */
+function connValue(v: string): string {
+  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+function writePrivate(path: string, text: string, ids: Ids): void {
+  writeFileSync(path, text, { mode: 0o600 });
+  if (ids.uid !== undefined) chownSync(path, ids.uid, ids.gid!);
+}
+
+export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerProcess> {
+  const ids = unprivilegedIds();
+  const port = await freePort();
+  const { upstream, client } = opts;
+  const iniFile = join(opts.dir, 'pgbouncer.ini');
+  const authFile = join(opts.dir, 'userlist.txt');
+  const logFile = join(opts.dir, 'pgbouncer.log');
+  chmodSync(opts.dir, 0o755);
+  writePrivate(authFile, `"${client.user}" "${client.verifier}"\n`, ids);
+  const server = [
+    `host=${connValue(upstream.host)}`,
+    `port=${upstream.port}`,
+    `dbname=${connValue(upstream.database)}`,
+    `user=${connValue(upstream.user)}`,
+    `password=${connValue(upstream.password)}`,
+  ].join(' ');
+  const ini = [
+    '[databases]',
+    `${upstream.database} = ${server}`,
+    '',
+    '[pgbouncer]',
+    'listen_addr = 127.0.0.1',
+    `listen_port = ${port}`,
+    'unix_socket_dir =',
+    'pool_mode = session',
+    'auth_type = scram-sha-256',
+    `auth_file = ${authFile}`,
+    'max_client_conn = 2000',
+    'default_pool_size = 20',
+    'server_tls_sslmode = disable',
+    'client_tls_sslmode = disable',
+    'ignore_startup_parameters = extra_float_digits',
+    '',
+  ].join('\n');
+  writePrivate(iniFile, ini, ids);
+
+  const logFd = openSync(logFile, 'a', 0o644);
+  let child: ChildProcess;
+  try {
+    child = spawn(opts.binary, [iniFile], { ...ids, stdio: ['ignore', logFd, logFd] });
+  } finally {
+    closeSync(logFd);
+  }
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const spawnError = new Promise<string>((resolve) => child.once('error', (err) => resolve(err.message)));
+  let failedToSpawn: string | undefined;
+  void spawnError.then((m) => (failedToSpawn = m));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null || failedToSpawn !== undefined) return;
+    // SIGTERM is PgBouncer's immediate shutdown; SIGINT would wait for clients to leave.
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  const target: PgTarget = { host: '127.0.0.1', port, user: client.user, password: client.password, database: upstream.database };
+  const deadOrAlive = (): string | undefined => {
+    if (failedToSpawn !== undefined) return `pgbouncer did not start: ${failedToSpawn}`;
+    if (child.exitCode !== null) return `pgbouncer exited with ${child.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`;
+    return undefined;
+  };
+  try {
+    await waitForLogin(target, 15_000, deadOrAlive);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { pid: child.pid!, target, logFile, stop };
+}

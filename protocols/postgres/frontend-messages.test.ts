@@ -1,0 +1,202 @@
+// Decoders of frontend messages with byte fixtures built by pg-protocol's own serializer (what a
+// real client sends) and hand-made malformed variants; fast-check: no decoder throws on any bytes.
+import { describe, expect, test } from 'vitest';
+import fc from 'fast-check';
+import { serialize } from 'pg-protocol';
+import {
+  decodeBindNames,
+  decodeClose,
+  decodeExecutePortal,
+  decodeParse,
+  decodePasswordMessage,
+  decodeQuery,
+  decodeSaslInitialResponse,
+  decodeSaslResponse,
+  decodeStartupPacket,
+  MAX_STARTUP_PACKET,
+  startupPacketLength,
+} from './frontend-messages.js';
+
+/** An untyped startup-phase packet: length, 32-bit code, payload. */
+function packet(code: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const buf = Buffer.alloc(8 + payload.length);
+  buf.writeUInt32BE(buf.length, 0);
+  buf.writeUInt32BE(code, 4);
+  payload.copy(buf, 8);
+  return buf;
+}
+
+function typed(type: string, payload: Buffer | string): Buffer {
+  const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
+  const buf = Buffer.alloc(5 + body.length);
+  buf[0] = type.charCodeAt(0);
+  buf.writeUInt32BE(4 + body.length, 1);
+  body.copy(buf, 5);
+  return buf;
+}
+
+const PROTOCOL_3 = 196608;
+const SSL = 80877103;
+const GSSENC = 80877104;
+const CANCEL = 80877102;
+
+describe('startup packets', () => {
+  test('startupPacketLength: undefined under 4 bytes, -1 out of range, else the length', () => {
+    expect(startupPacketLength(Buffer.from([0, 0, 0]))).toBeUndefined();
+    expect(startupPacketLength(Buffer.from([0, 0, 0, 7]))).toBe(-1);
+    expect(startupPacketLength(Buffer.from([0, 0, 0, 8]))).toBe(8);
+    const big = Buffer.alloc(4);
+    big.writeUInt32BE(MAX_STARTUP_PACKET + 1);
+    expect(startupPacketLength(big)).toBe(-1);
+    big.writeUInt32BE(MAX_STARTUP_PACKET);
+    expect(startupPacketLength(big)).toBe(MAX_STARTUP_PACKET);
+    expect(startupPacketLength(Buffer.from('GET / HTTP/1.1\r\n'))).toBe(-1);
+  });
+
+  test('a StartupMessage from pg-protocol decodes to its parameters', () => {
+    const buf = serialize.startup({ user: 'api', database: 'orders', application_name: 'x', options: '-c a=b' });
+    expect(startupPacketLength(buf)).toBe(buf.length);
+    const p = decodeStartupPacket(buf);
+    expect(p.kind).toBe('startup');
+    if (p.kind !== 'startup') return;
+    expect(Object.fromEntries(p.params)).toEqual({ user: 'api', database: 'orders', application_name: 'x', options: '-c a=b', client_encoding: 'UTF8' });
+  });
+
+  test('a StartupMessage without user, with an empty user, unterminated, or with trailing bytes is invalid', () => {
+    const cases: Array<[string, Buffer, RegExp]> = [
+      ['no user', packet(PROTOCOL_3, Buffer.from('database\0orders\0\0')), /no PostgreSQL user name/],
+      ['empty user', packet(PROTOCOL_3, Buffer.from('user\0\0\0')), /no PostgreSQL user name/],
+      ['no parameters at all', packet(PROTOCOL_3), /not terminated/],
+      ['missing final NUL', packet(PROTOCOL_3, Buffer.from('user\0api\0')), /not terminated/],
+      ['unterminated name', packet(PROTOCOL_3, Buffer.from('user')), /name is not terminated/],
+      ['name without value', packet(PROTOCOL_3, Buffer.from('user\0api')), /has no value/],
+      ['bytes after terminator', packet(PROTOCOL_3, Buffer.from('user\0api\0\0zz')), /after its terminator/],
+    ];
+    for (const [name, buf, reason] of cases) {
+      const p = decodeStartupPacket(buf);
+      expect(p.kind, name).toBe('invalid');
+      if (p.kind === 'invalid') expect(p.reason, name).toMatch(reason);
+    }
+  });
+
+  test('SSLRequest and GSSENCRequest of 8 bytes; any other length is invalid', () => {
+    expect(decodeStartupPacket(packet(SSL))).toEqual({ kind: 'ssl' });
+    expect(decodeStartupPacket(packet(GSSENC))).toEqual({ kind: 'gssenc' });
+    expect(decodeStartupPacket(packet(SSL, Buffer.alloc(4)))).toEqual({ kind: 'invalid', reason: 'SSLRequest of wrong length' });
+    expect(decodeStartupPacket(packet(GSSENC, Buffer.alloc(1)))).toEqual({ kind: 'invalid', reason: 'GSSENCRequest of wrong length' });
+  });
+
+  test('CancelRequest of 16 bytes carries signed process id and key; other lengths are invalid', () => {
+    const payload = Buffer.alloc(8);
+    payload.writeInt32BE(0x01000005, 0);
+    payload.writeInt32BE(-123456789, 4);
+    expect(decodeStartupPacket(packet(CANCEL, payload))).toEqual({ kind: 'cancel', processId: 0x01000005, secretKey: -123456789 });
+    expect(decodeStartupPacket(packet(CANCEL, Buffer.alloc(4))).kind).toBe('invalid');
+    expect(decodeStartupPacket(packet(CANCEL, Buffer.alloc(12))).kind).toBe('invalid');
+  });
+
+  test('protocol 2.0 and unknown codes are unsupported, with the code', () => {
+    expect(decodeStartupPacket(packet(0x00020000, Buffer.from('user\0api\0\0')))).toEqual({ kind: 'unsupported', code: 0x00020000 });
+    expect(decodeStartupPacket(packet(0x00030001, Buffer.from('user\0api\0\0')))).toEqual({ kind: 'unsupported', code: 0x00030001 });
+  });
+});
+
+describe('typed frontend messages', () => {
+  test('Query, Parse, Bind, Execute and Close as pg-protocol serializes them', () => {
+    expect(decodeQuery(serialize.query('select 1'))).toBe('select 1');
+    expect(decodeParse(serialize.parse({ name: 's1', text: 'select $1', types: [23] }))).toEqual({ name: 's1', query: 'select $1' });
+    expect(decodeBindNames(serialize.bind({ portal: 'p1', statement: 's1', values: [1, null, 'x'] }))).toEqual({ portal: 'p1', statement: 's1' });
+    expect(decodeExecutePortal(serialize.execute({ portal: 'p1', rows: 10 }))).toBe('p1');
+    expect(decodeClose(serialize.close({ type: 'S', name: 's1' }))).toEqual({ target: 0x53, name: 's1' });
+    expect(decodeClose(serialize.close({ type: 'P', name: '' }))).toEqual({ target: 0x50, name: '' });
+  });
+
+  test('unterminated strings are undefined, not garbage', () => {
+    expect(decodeQuery(typed('Q', 'select 1'))).toBeUndefined();
+    expect(decodeParse(typed('P', 's1\0select 1'))).toBeUndefined();
+    expect(decodeParse(typed('P', 's1'))).toBeUndefined();
+    expect(decodeBindNames(typed('B', 'p1\0s1'))).toBeUndefined();
+    expect(decodeExecutePortal(typed('E', 'p1'))).toBeUndefined();
+    expect(decodeClose(typed('C', 'S'))).toBeUndefined();
+    expect(decodeClose(typed('C', 'Sname'))).toBeUndefined();
+  });
+
+  test('PasswordMessage: the password, or undefined when unterminated or followed by bytes', () => {
+    expect(decodePasswordMessage(serialize.password('s3cret'))).toBe('s3cret');
+    expect(decodePasswordMessage(typed('p', 's3cret'))).toBeUndefined();
+    expect(decodePasswordMessage(typed('p', 's3cret\0extra'))).toBeUndefined();
+  });
+
+  test('SASLInitialResponse: mechanism and data; bad lengths are undefined', () => {
+    const good = serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', 'n,,n=,r=abc');
+    const r = decodeSaslInitialResponse(good);
+    expect(r?.mechanism).toBe('SCRAM-SHA-256');
+    expect(r?.data.toString()).toBe('n,,n=,r=abc');
+    const withLength = (mech: string, len: number, data: string): Buffer => {
+      const l = Buffer.alloc(4);
+      l.writeInt32BE(len);
+      return typed('p', Buffer.concat([Buffer.from(`${mech}\0`), l, Buffer.from(data)]));
+    };
+    expect(decodeSaslInitialResponse(withLength('SCRAM-SHA-256', -1, ''))?.data.length).toBe(0);
+    expect(decodeSaslInitialResponse(withLength('SCRAM-SHA-256', 5, 'abc'))).toBeUndefined();
+    expect(decodeSaslInitialResponse(withLength('SCRAM-SHA-256', 2, 'abc'))).toBeUndefined();
+    expect(decodeSaslInitialResponse(withLength('SCRAM-SHA-256', -2, ''))).toBeUndefined();
+    expect(decodeSaslInitialResponse(typed('p', 'SCRAM-SHA-256\0\0\0'))).toBeUndefined();
+    expect(decodeSaslInitialResponse(typed('p', 'SCRAM-SHA-256'))).toBeUndefined();
+  });
+
+  test('SASLResponse: the raw payload', () => {
+    expect(decodeSaslResponse(serialize.sendSCRAMClientFinalMessage('c=biws,r=x,p=y')).toString()).toBe('c=biws,r=x,p=y');
+  });
+});
+
+describe('no decoder throws on arbitrary bytes', () => {
+  const bytes = fc.uint8Array({ maxLength: 200 }).map((a) => Buffer.from(a));
+  /** A typed frame header of the right length around arbitrary payload, and raw arbitrary bytes. */
+  const frames = fc.oneof(
+    bytes.map((b) => typed('p', b)),
+    fc.tuple(fc.constantFrom('SCRAM-SHA-256\0', '', '\0', 'x'), fc.integer({ min: -3, max: 300 }), bytes).map(([m, len, data]) => {
+      const l = Buffer.alloc(4);
+      l.writeInt32BE(len);
+      return typed('p', Buffer.concat([Buffer.from(m), l, data]));
+    }),
+    bytes.filter((b) => b.length >= 5),
+  );
+  test('startup packets (with a consistent length field and at least 8 bytes)', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 0xffffffff }), bytes, (code, payload) => {
+        const p = packet(code, payload);
+        const r = decodeStartupPacket(p);
+        expect(['ssl', 'gssenc', 'cancel', 'startup', 'unsupported', 'invalid']).toContain(r.kind);
+        startupPacketLength(payload);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  test('startup packets that look like protocol 3.0', () => {
+    fc.assert(
+      fc.property(bytes, (payload) => {
+        const r = decodeStartupPacket(packet(PROTOCOL_3, payload));
+        expect(['startup', 'invalid']).toContain(r.kind);
+        if (r.kind === 'startup') expect(r.params.get('user')).toBeTruthy();
+      }),
+      { numRuns: 3000 },
+    );
+  });
+  test('typed message decoders', () => {
+    fc.assert(
+      fc.property(frames, (f) => {
+        decodeQuery(f);
+        decodeParse(f);
+        decodeBindNames(f);
+        decodeExecutePortal(f);
+        decodeClose(f);
+        decodePasswordMessage(f);
+        const sasl = decodeSaslInitialResponse(f);
+        if (sasl !== undefined) expect(sasl.data.length).toBeLessThanOrEqual(f.length);
+        decodeSaslResponse(f);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});
