@@ -40,9 +40,14 @@ function unprivilegedIds(): Ids {
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
-/** A value in PgBouncer's libpq-style connection string, quoted. */
-function connValue(v: string): string {
-  return `'${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+/**
+ * A value in PgBouncer's connection string. Only unquoted values are used: PgBouncer 1.18 accepted a
+ * quoted password but then failed the server login with it, so values that would need quotes are
+ * refused here instead of producing a confusing authentication failure.
+ */
+function connValue(name: string, v: string): string {
+  if (!/^[A-Za-z0-9_.:-]+$/.test(v)) throw new Error(`the upstream ${name} has characters PgBouncer's connection string would need quoted`);
+  return v;
 }
 
 function writePrivate(path: string, text: string, ids: Ids): void {
@@ -60,11 +65,11 @@ export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerP
   chmodSync(opts.dir, 0o755);
   writePrivate(authFile, `"${client.user}" "${client.verifier}"\n`, ids);
   const server = [
-    `host=${connValue(upstream.host)}`,
+    `host=${connValue('host', upstream.host)}`,
     `port=${upstream.port}`,
-    `dbname=${connValue(upstream.database)}`,
-    `user=${connValue(upstream.user)}`,
-    `password=${connValue(upstream.password)}`,
+    `dbname=${connValue('database', upstream.database)}`,
+    `user=${connValue('user', upstream.user)}`,
+    `password=${connValue('password', upstream.password)}`,
   ].join(' ');
   const ini = [
     '[databases]',
@@ -94,9 +99,8 @@ export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerP
     closeSync(logFd);
   }
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const spawnError = new Promise<string>((resolve) => child.once('error', (err) => resolve(err.message)));
   let failedToSpawn: string | undefined;
-  void spawnError.then((m) => (failedToSpawn = m));
+  child.once('error', (err) => (failedToSpawn = err.message));
   const stop = async (): Promise<void> => {
     if (child.exitCode !== null || child.signalCode !== null || failedToSpawn !== undefined) return;
     // SIGTERM is PgBouncer's immediate shutdown; SIGINT would wait for clients to leave.

@@ -46,13 +46,7 @@ export function processTree(root: number): number[] {
   return tree;
 }
 
-export interface TreeRss {
-  pids: number[];
-  bytes: number;
-}
-
-/** Sum of VmRSS over `root` and its descendants. */
-export function treeRss(root: number): TreeRss {
-  const pids = processTree(root);
-  return { pids, bytes: pids.reduce((sum, pid) => sum + rssBytes(pid), 0) };
+/** Sum of VmRSS over `pids` in bytes. */
+export function totalRss(pids: readonly number[]): number {
+  return pids.reduce((sum, pid) => sum + rssBytes(pid), 0);
 }

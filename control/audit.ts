@@ -15,6 +15,8 @@ export interface AuditLogOptions {
 
 export interface AuditLog {
   readonly logger: Logger;
+  /** True when lines are written as JSON (not pretty-printed): the statement fast path applies. */
+  readonly json: boolean;
   readonly maxStatementLength: number;
   /** Writes what is buffered; resolves once it reached the destination. */
   flush(): Promise<void>;
@@ -94,6 +96,7 @@ export function createAuditLog(opts: AuditLogOptions): AuditLog {
   );
   return {
     logger,
+    json: !pretty,
     maxStatementLength: opts.maxStatementLength,
     flush: () => sink.flush(),
     close: () => sink.close(),

@@ -21,13 +21,31 @@ describe('createMetrics', () => {
     for (const [name, type] of expected) {
       expect(byName.get(name)?.type, name).toBe(type);
     }
-    expect(() => metrics.queries.inc({ binding: 'b', protocol: 'postgres', class: 'select', outcome: 'ok' })).not.toThrow();
-    expect(() => metrics.queries.inc({ binding: 'b', sql: 'select 1' } as never)).toThrow();
+    expect(() => metrics.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' })).not.toThrow();
+    expect(() => metrics.connectionsTotal.inc({ binding: 'b', sql: 'select 1' } as never)).toThrow();
+  });
+
+  it('exports statement tallies as a counter by outcome and a cumulative histogram', async () => {
+    const metrics = createMetrics();
+    const t = metrics.statements.tally('b', 'postgres', 'select');
+    t.record('ok', 0.0002);
+    t.record('ok', 0.002);
+    t.record('error', 40);
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('sempipe_queries_total{binding="b",protocol="postgres",class="select",outcome="ok"} 2');
+    expect(text).toContain('sempipe_queries_total{binding="b",protocol="postgres",class="select",outcome="error"} 1');
+    expect(text).not.toContain('outcome="denied"');
+    expect(text).toContain('sempipe_query_duration_seconds_bucket{le="0.00025",binding="b",protocol="postgres",class="select"} 1');
+    expect(text).toContain('sempipe_query_duration_seconds_bucket{le="0.0025",binding="b",protocol="postgres",class="select"} 2');
+    expect(text).toContain('sempipe_query_duration_seconds_bucket{le="30",binding="b",protocol="postgres",class="select"} 2');
+    expect(text).toContain('sempipe_query_duration_seconds_bucket{le="+Inf",binding="b",protocol="postgres",class="select"} 3');
+    expect(text).toContain('sempipe_query_duration_seconds_sum{binding="b",protocol="postgres",class="select"} 40.0022');
+    expect(text).toContain('sempipe_query_duration_seconds_count{binding="b",protocol="postgres",class="select"} 3');
   });
 
   it('buckets query durations from 100 µs to 30 s', async () => {
     const metrics = createMetrics();
-    metrics.queryDuration.observe({ binding: 'b', protocol: 'postgres', class: 'select' }, 0.00005);
+    metrics.statements.tally('b', 'postgres', 'select').record('ok', 0.00005);
     const text = await metrics.registry.getSingleMetricAsString('sempipe_query_duration_seconds');
     const bounds = [...text.matchAll(/le="([^"]+)"/g)].map((m) => m[1]);
     expect(bounds[0]).toBe('0.0001');
@@ -61,12 +79,14 @@ describe('createMetrics', () => {
     workerB.connectionsActive.inc({ binding: 'b', protocol: 'postgres' }, 3);
     workerA.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' }, 7);
     workerB.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' }, 4);
-    workerA.queryDuration.observe({ binding: 'b', protocol: 'postgres', class: 'select' }, 0.002);
-    workerB.queryDuration.observe({ binding: 'b', protocol: 'postgres', class: 'select' }, 0.004);
+    workerA.statements.tally('b', 'postgres', 'select').record('ok', 0.002);
+    workerB.statements.tally('b', 'postgres', 'select').record('ok', 0.004);
     const merged = AggregatorRegistry.aggregate([await workerA.registry.getMetricsAsJSON(), await workerB.registry.getMetricsAsJSON()]);
     const text = await merged.metrics();
     expect(text).toContain('sempipe_connections_active{binding="b",protocol="postgres"} 5');
     expect(text).toContain('sempipe_connections_total{binding="b",protocol="postgres"} 11');
     expect(text).toContain('sempipe_query_duration_seconds_count{binding="b",protocol="postgres",class="select"} 2');
+    expect(text).toContain('sempipe_query_duration_seconds_bucket{le="0.005",binding="b",protocol="postgres",class="select"} 2');
+    expect(text).toContain('sempipe_queries_total{binding="b",protocol="postgres",class="select",outcome="ok"} 2');
   });
 });

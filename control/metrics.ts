@@ -1,7 +1,8 @@
 // sempipe's Prometheus metrics: one table declaring every metric (like Envoy's
 // ALL_POSTGRES_PROXY_STATS), a registry of our own built from it, and the readers that render it
 // for /metrics, either from this process or aggregated over all node:cluster workers.
-import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
+import { StatementTallies } from './statement-tally.js';
 
 /** Query latency buckets in seconds, 100 µs to 30 s. */
 const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -30,19 +31,6 @@ const METRIC_TABLE = {
     help: 'Failed client authentications, by reason.',
     labels: ['binding', 'reason'],
   },
-  queries: {
-    type: 'counter',
-    name: 'sempipe_queries_total',
-    help: 'Statements completed, by statement class and outcome (ok, error, denied).',
-    labels: ['binding', 'protocol', 'class', 'outcome'],
-  },
-  queryDuration: {
-    type: 'histogram',
-    name: 'sempipe_query_duration_seconds',
-    help: 'Time from receipt of a statement to its completion.',
-    labels: ['binding', 'protocol', 'class'],
-    buckets: DURATION_BUCKETS,
-  },
   bytes: {
     type: 'counter',
     name: 'sempipe_bytes_total',
@@ -65,19 +53,28 @@ const METRIC_TABLE = {
 
 type MetricTable = typeof METRIC_TABLE;
 type LabelsOf<K extends keyof MetricTable> = MetricTable[K]['labels'][number];
-type HandleOf<K extends keyof MetricTable> = MetricTable[K]['type'] extends 'counter'
-  ? Counter<LabelsOf<K>>
-  : MetricTable[K]['type'] extends 'gauge'
-    ? Gauge<LabelsOf<K>>
-    : Histogram<LabelsOf<K>>;
+type HandleOf<K extends keyof MetricTable> = MetricTable[K]['type'] extends 'counter' ? Counter<LabelsOf<K>> : Gauge<LabelsOf<K>>;
 
-/** The registry and one typed handle per metric of the table. */
-export type Metrics = { readonly registry: Registry } & { readonly [K in keyof MetricTable]: HandleOf<K> };
+/** The per-statement metrics, updated on the hot path without label hashing (statement-tally.ts). */
+const STATEMENT_METRICS = {
+  queries: { name: 'sempipe_queries_total', help: 'Statements completed, by statement class and outcome (ok, error, denied).' },
+  duration: { name: 'sempipe_query_duration_seconds', help: 'Time from receipt of a statement to its completion.' },
+} as const;
+
+/** The registry, one typed handle per metric of the table, and the per-statement tallies. */
+export type Metrics = {
+  readonly registry: Registry;
+  readonly statements: StatementTallies;
+  /** Runs `flush` whenever sempipe_bytes_total is read, so hot-path byte counts can be kept in plain numbers. */
+  onBytesCollect(flush: () => void): void;
+} & {
+  readonly [K in keyof MetricTable]: HandleOf<K>;
+};
 
 /** Content type of the text that every reader below returns (Prometheus text format 0.0.4). */
 export const METRICS_CONTENT_TYPE: string = Registry.PROMETHEUS_CONTENT_TYPE;
 
-function createMetric(registry: Registry, key: keyof MetricTable): Counter | Gauge | Histogram {
+function createMetric(registry: Registry, key: keyof MetricTable): Counter | Gauge {
   const def = METRIC_TABLE[key];
   const config = { name: def.name, help: def.help, labelNames: def.labels, registers: [registry], aggregator: 'sum' as const };
   switch (def.type) {
@@ -85,8 +82,6 @@ function createMetric(registry: Registry, key: keyof MetricTable): Counter | Gau
       return new Counter(config);
     case 'gauge':
       return new Gauge(config);
-    case 'histogram':
-      return new Histogram({ ...config, buckets: [...def.buckets] });
   }
 }
 
@@ -94,11 +89,19 @@ function createMetric(registry: Registry, key: keyof MetricTable): Counter | Gau
 export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'sempipe_' });
-  const handles: Record<string, Counter | Gauge | Histogram> = {};
+  const handles: Record<string, Counter | Gauge> = {};
   for (const key of Object.keys(METRIC_TABLE) as (keyof MetricTable)[]) {
     handles[key] = createMetric(registry, key);
   }
-  return { registry, ...handles } as Metrics;
+  const statements = new StatementTallies(STATEMENT_METRICS.queries, STATEMENT_METRICS.duration, DURATION_BUCKETS);
+  for (const m of statements.metrics()) registry.registerMetric(m as unknown as Metric);
+  const bytesFlushes: Array<() => void> = [];
+  // prom-client calls a metric's `collect` before every read of it (scrape or cluster request).
+  (handles.bytes as unknown as { collect: () => void }).collect = () => bytesFlushes.forEach((f) => f());
+  const onBytesCollect = (flush: () => void): void => {
+    bytesFlushes.push(flush);
+  };
+  return { registry, statements, onBytesCollect, ...handles } as unknown as Metrics;
 }
 
 /** Renders this process's registry; for a single-process sempipe. */

@@ -1,7 +1,10 @@
 // Pipeline stage that writes the audit log: session_start, one statement line per completed
 // statement, session_end, and auth_failure. The session's identifying fields live in a pino child
-// logger made once in onStart, so each statement line serializes only the statement's own fields.
-import type { Logger } from 'pino';
+// logger made once in onStart. Statement lines are the hot path (one per statement): in JSON mode
+// they are composed here, in exactly the shape pino writes, from the child's pre-serialized
+// bindings and written to the child's own buffered destination, which skips pino's per-key
+// serialization; pretty (terminal) mode goes through pino as usual.
+import pino, { type Logger } from 'pino';
 import type { AuditLog } from '../audit.js';
 import type { CompletionEvent, SessionInfo, Stage, StageFactory } from '../../proxy/stage.js';
 
@@ -19,6 +22,32 @@ function isHighSurrogate(code: number): boolean {
 /** Nanoseconds to milliseconds with microsecond precision. */
 function toMilliseconds(ns: bigint): number {
   return Math.round(Number(ns) / 1e3) / 1e3;
+}
+
+/** ISO time of the current millisecond, computed once per millisecond. */
+let isoMs = 0;
+let isoText = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoMs) {
+    isoMs = now;
+    isoText = new Date(now).toISOString();
+  }
+  return isoText;
+}
+
+interface PinoInternals {
+  [key: symbol]: unknown;
+}
+
+/** One statement line as pino would write it for `logger.info({event: 'statement', …})`. */
+function statementLine(chindings: string, c: CompletionEvent, max: number): string {
+  const truncated = c.text.length > max;
+  const statement = JSON.stringify(truncated ? truncateStatement(c.text, max) : c.text);
+  let line = `{"level":"info","time":"${isoNow()}"${chindings},"event":"statement","statement":${statement},"class":${JSON.stringify(c.statementClass)},"duration_ms":${toMilliseconds(c.durationNs)},"rows":${c.rows},"outcome":"${c.outcome}"`;
+  if (truncated) line += ',"statement_truncated":true';
+  if (c.outcome !== 'ok') line += `,"sqlstate":${JSON.stringify(c.code)},"error":${JSON.stringify(c.message)}`;
+  return line + '}\n';
 }
 
 export function createAuditStage(log: AuditLog): StageFactory {
@@ -55,6 +84,8 @@ export function createAuditStage(log: AuditLog): StageFactory {
     },
     create(): Stage {
       let logger: Logger | undefined;
+      let chindings = '';
+      let stream: { write(line: string): unknown } | undefined;
       return {
         onStart(session: SessionInfo) {
           logger = log.logger.child({
@@ -64,9 +95,15 @@ export function createAuditStage(log: AuditLog): StageFactory {
             session: session.id,
           });
           logger.info({ event: 'session_start', database: session.database });
+          if (log.json) {
+            const internals = logger as unknown as PinoInternals;
+            chindings = internals[pino.symbols.chindingsSym] as string;
+            stream = internals[pino.symbols.streamSym] as { write(line: string): unknown };
+          }
         },
         onComplete(_session, completion) {
-          if (logger !== undefined) logStatement(logger, completion);
+          if (stream !== undefined) stream.write(statementLine(chindings, completion, max));
+          else if (logger !== undefined) logStatement(logger, completion);
         },
         onEnd(session, end) {
           if (logger === undefined) return;
@@ -81,6 +118,7 @@ export function createAuditStage(log: AuditLog): StageFactory {
           if (end.message !== undefined) line.error = end.message;
           logger.info(line);
           logger = undefined;
+          stream = undefined;
         },
       };
     },

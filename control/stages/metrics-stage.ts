@@ -1,23 +1,13 @@
 // Pipeline stage that feeds sempipe's Prometheus metrics from session events. Label children are
-// bound once per binding (and per statement class) and shared by that binding's sessions, so the
-// per-statement path does no label-object building and no key concatenation.
+// bound once per binding and shared by that binding's sessions; per-statement counts go to plain
+// tallies (statement-tally.ts) looked up once per session and class, so a statement costs no label
+// hashing.
 import type { Metrics } from '../metrics.js';
+import type { StatementTally } from '../statement-tally.js';
 import type { CompletionEvent, SessionInfo, Stage, StageFactory } from '../../proxy/stage.js';
 
 interface Increment {
   inc(value?: number): void;
-}
-
-interface Observe {
-  observe(value: number): void;
-}
-
-/** Children of one statement class within one binding and protocol. */
-interface ClassChildren {
-  readonly ok: Increment;
-  readonly error: Increment;
-  readonly denied: Increment;
-  readonly duration: Observe;
 }
 
 /** Children shared by every session of one binding and protocol. */
@@ -25,7 +15,10 @@ interface BindingChildren {
   readonly active: { inc(): void; dec(): void };
   readonly bytesIn: Increment;
   readonly bytesOut: Increment;
-  readonly classes: Map<string, ClassChildren>;
+  /** Bytes relayed since the last flush into the counters above. */
+  pendingIn: number;
+  pendingOut: number;
+  readonly classes: Map<string, StatementTally>;
 }
 
 /** Counts an error the upstream reported or reaching it failed with (SQLSTATE, errno name, HTTP status). */
@@ -44,6 +37,8 @@ export function createMetricsStage(metrics: Metrics): StageFactory {
         active: metrics.connectionsActive.labels({ binding, protocol }),
         bytesIn: metrics.bytes.labels({ binding, direction: 'in' }),
         bytesOut: metrics.bytes.labels({ binding, direction: 'out' }),
+        pendingIn: 0,
+        pendingOut: 0,
         classes: new Map(),
       };
       bindings.set(key, children);
@@ -51,20 +46,23 @@ export function createMetricsStage(metrics: Metrics): StageFactory {
     return children;
   }
 
-  function classChildren(session: SessionInfo, classes: Map<string, ClassChildren>, statementClass: string): ClassChildren {
-    let children = classes.get(statementClass);
-    if (children === undefined) {
-      const { binding, protocol } = session;
-      children = {
-        ok: metrics.queries.labels({ binding, protocol, class: statementClass, outcome: 'ok' }),
-        error: metrics.queries.labels({ binding, protocol, class: statementClass, outcome: 'error' }),
-        denied: metrics.queries.labels({ binding, protocol, class: statementClass, outcome: 'denied' }),
-        duration: metrics.queryDuration.labels({ binding, protocol, class: statementClass }),
-      };
-      classes.set(statementClass, children);
+  function classTally(session: SessionInfo, classes: Map<string, StatementTally>, statementClass: string): StatementTally {
+    let tally = classes.get(statementClass);
+    if (tally === undefined) {
+      tally = metrics.statements.tally(session.binding, session.protocol, statementClass);
+      classes.set(statementClass, tally);
     }
-    return children;
+    return tally;
   }
+
+  metrics.onBytesCollect(() => {
+    for (const c of bindings.values()) {
+      if (c.pendingIn > 0) c.bytesIn.inc(c.pendingIn);
+      if (c.pendingOut > 0) c.bytesOut.inc(c.pendingOut);
+      c.pendingIn = 0;
+      c.pendingOut = 0;
+    }
+  });
 
   return {
     name: 'metrics',
@@ -84,13 +82,11 @@ export function createMetricsStage(metrics: Metrics): StageFactory {
           children.active.inc();
         },
         onComplete(s, completion: CompletionEvent) {
-          const byClass = classChildren(s, children.classes, completion.statementClass);
-          byClass[completion.outcome].inc();
-          byClass.duration.observe(Number(completion.durationNs) / 1e9);
+          classTally(s, children.classes, completion.statementClass).record(completion.outcome, Number(completion.durationNs) / 1e9);
         },
         onBytes(_s, bytesIn, bytesOut) {
-          if (bytesIn > 0) children.bytesIn.inc(bytesIn);
-          if (bytesOut > 0) children.bytesOut.inc(bytesOut);
+          children.pendingIn += bytesIn;
+          children.pendingOut += bytesOut;
         },
         onEnd(s, end) {
           if (started) children.active.dec();

@@ -105,7 +105,7 @@ describe('typed frontend messages', () => {
   test('Query, Parse, Bind, Execute and Close as pg-protocol serializes them', () => {
     expect(decodeQuery(serialize.query('select 1'))).toBe('select 1');
     expect(decodeParse(serialize.parse({ name: 's1', text: 'select $1', types: [23] }))).toEqual({ name: 's1', query: 'select $1' });
-    expect(decodeBindNames(serialize.bind({ portal: 'p1', statement: 's1', values: [1, null, 'x'] }))).toEqual({ portal: 'p1', statement: 's1' });
+    expect(decodeBindNames(serialize.bind({ portal: 'p1', statement: 's1', values: ['1', null, 'x'] }))).toEqual({ portal: 'p1', statement: 's1' });
     expect(decodeExecutePortal(serialize.execute({ portal: 'p1', rows: 10 }))).toBe('p1');
     expect(decodeClose(serialize.close({ type: 'S', name: 's1' }))).toEqual({ target: 0x53, name: 's1' });
     expect(decodeClose(serialize.close({ type: 'P', name: '' }))).toEqual({ target: 0x50, name: '' });

@@ -1,0 +1,39 @@
+// Teardown for the benchmark: every started resource registers how to stop it, and the steps run in
+// reverse order exactly once: at the normal end, after an error, or on Ctrl-C / SIGTERM. The abort
+// signal stops a pgbench that is still running.
+type Step = { name: string; run: () => Promise<void> | void };
+
+export class Teardown {
+  readonly abort = new AbortController();
+  private readonly steps: Step[] = [];
+  private running: Promise<void> | undefined;
+
+  add(name: string, run: Step['run']): void {
+    this.steps.push({ name, run });
+  }
+
+  run(): Promise<void> {
+    this.running ??= (async () => {
+      this.abort.abort();
+      for (const step of this.steps.splice(0).reverse()) {
+        try {
+          await step.run();
+        } catch (err) {
+          process.stderr.write(`cleanup of ${step.name} failed: ${(err as Error).message}\n`);
+        }
+      }
+    })();
+    return this.running;
+  }
+
+  /** Cleans up and exits with 128 + signal number on SIGINT or SIGTERM. */
+  onSignals(): void {
+    const codes: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143 };
+    for (const [signal, code] of Object.entries(codes) as [NodeJS.Signals, number][]) {
+      process.once(signal, () => {
+        process.stderr.write(`\n${signal}: stopping sempipe, PgBouncer and PostgreSQL, removing temporary files\n`);
+        void this.run().finally(() => process.exit(code));
+      });
+    }
+  }
+}
