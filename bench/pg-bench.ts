@@ -28,6 +28,7 @@ const SEMPIPE_VARIANTS: readonly SempipeVariant[] = [{ name: 'sempipe', config: 
 const TARGET_VS_PGBOUNCER = 0.8;
 const PGBOUNCER_PATH = '/usr/sbin/pgbouncer';
 const IDLE_SETTLE_MS = 2000;
+const IDLE_PRIME_CONNECTIONS = 100;
 
 interface BenchTarget {
   name: string;
@@ -41,6 +42,9 @@ interface BenchTarget {
 type Results = Map<string, Map<QueryMode, number[]>>;
 
 const say = (text = ''): void => void process.stdout.write(`${text}\n`);
+
+/** A random password of hex digits (nothing to quote in SQL or connection strings). */
+const secret = (): string => randomBytes(16).toString('hex');
 
 function pgbouncerBinary(): { path?: string; reason?: string } {
   if (existsSync(PGBOUNCER_PATH)) return { path: PGBOUNCER_PATH };
@@ -127,26 +131,52 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
     }
   }
   say(`== ratios (target: sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer in every mode)`);
-  say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows));
+  say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
   say();
   return allPass;
 }
 
-async function printIdleMemory(settings: BenchSettings, targets: readonly BenchTarget[]): Promise<void> {
+interface IdleMemory {
+  target: string;
+  processes: number;
+  before: number;
+  after: number;
+}
+
+const settle = (): Promise<void> => new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+
+/**
+ * RSS of each proxy before and with `n` authenticated idle connections. Measured on freshly started
+ * processes, before any load: after the throughput runs the heap holds garbage that the collector
+ * may return while the idle connections are opened, which hides their cost. A first batch of
+ * connections, opened and closed, loads the connection code paths so that they are in `before`.
+ */
+async function measureIdleMemory(settings: BenchSettings, targets: readonly BenchTarget[]): Promise<IdleMemory[]> {
   const n = settings.idleConnections;
-  say(`== resident memory with ${n} authenticated idle connections (VmRSS summed over the processes)`);
-  const rows: string[][] = [];
+  say(`== measuring resident memory with ${n} authenticated idle connections ...`);
+  const measured: IdleMemory[] = [];
   for (const t of targets) {
     if (t.pids === undefined) continue;
+    await (await openIdleConnections(t.target, Math.min(IDLE_PRIME_CONNECTIONS, n))).close();
+    await settle();
     const before = totalRss(t.pids());
     const idle = await openIdleConnections(t.target, n);
-    await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+    await settle();
     const pids = t.pids();
-    const after = totalRss(pids);
+    measured.push({ target: t.name, processes: pids.length, before, after: totalRss(pids) });
     await idle.close();
-    rows.push([t.name, String(pids.length), formatBytes(before), formatBytes(after), formatBytes((after - before) / n)]);
   }
-  say(formatTable(['target', 'processes', 'RSS before', `RSS with ${n} idle`, 'per connection'], rows));
+  say();
+  return measured;
+}
+
+function printIdleMemory(settings: BenchSettings, measured: readonly IdleMemory[]): void {
+  const n = settings.idleConnections;
+  say(`== resident memory with ${n} authenticated idle connections (VmRSS summed over the processes, measured before the load)`);
+  say(formatTable(
+    ['target', 'processes', 'RSS before', `RSS with ${n} idle`, 'per connection'],
+    measured.map((m) => [m.target, String(m.processes), formatBytes(m.before), formatBytes(m.after), formatBytes((m.after - m.before) / n)]),
+  ));
   say('(sempipe holds one upstream connection per client session; PgBouncer in session mode gives a client a server connection only while it is active)');
   say();
 }
@@ -163,12 +193,23 @@ async function main(teardown: Teardown): Promise<void> {
   teardown.add('temporary directory', () => rmSync(dir, { recursive: true, force: true }));
   // PgBouncer runs as the postgres account when we are root and must reach its files in here.
   chmodSync(dir, 0o755);
-  const direct: PgTarget = { host: server.host, port: server.port, user: server.user, password: server.password, database: server.database };
   say(`pgbench -i -s ${settings.scale} directly against PostgreSQL on port ${server.port} ...`);
-  await initPgbench(direct, settings.scale, signal);
-
-  const password = `bench-${randomBytes(16).toString('hex')}`;
-  const client = { user: 'bench', password, verifier: createScramVerifier(password) };
+  await initPgbench(
+    { host: server.host, port: server.port, user: server.user, password: server.password, database: server.database },
+    settings.scale,
+    signal,
+  );
+  // Every target reaches the server as the same unprivileged role; pgbench -S only reads.
+  // Created from its SCRAM verifier, so the password never appears on a command line; PgBouncer's
+  // auth_file gets the same verifier.
+  const role = { user: 'bench', password: secret() };
+  const roleVerifier = createScramVerifier(role.password);
+  server.sql(`CREATE ROLE ${role.user} LOGIN PASSWORD '${roleVerifier}'`);
+  server.sql(`GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${role.user}`, server.database);
+  const direct: PgTarget = { host: server.host, port: server.port, database: server.database, ...role };
+  // sempipe issues its own credentials to its client; the role's password stays with sempipe.
+  const clientPassword = secret();
+  const client = { user: 'bench', password: clientPassword, verifier: createScramVerifier(clientPassword) };
   const targets: BenchTarget[] = [{ name: 'direct', kind: 'direct', target: direct }];
 
   const bouncer = pgbouncerBinary();
@@ -178,7 +219,7 @@ async function main(teardown: Teardown): Promise<void> {
     const pgbDir = join(dir, 'pgbouncer');
     mkdirSync(pgbDir);
     say(`starting PgBouncer (session mode) ...`);
-    const pgb = await startPgbouncer({ binary: bouncer.path, dir: pgbDir, upstream: direct, client });
+    const pgb = await startPgbouncer({ binary: bouncer.path, dir: pgbDir, upstream: direct, verifier: roleVerifier });
     teardown.add('PgBouncer', () => pgb.stop());
     targets.push({ name: 'pgbouncer', kind: 'pgbouncer', target: pgb.target, pids: () => [pgb.pid] });
   }
@@ -192,9 +233,10 @@ async function main(teardown: Teardown): Promise<void> {
 
   await printMachine(settings, server.sql('show server_version'), pgbouncerVersion);
   printTargets(settings, targets);
+  const memory = await measureIdleMemory(settings, targets);
   const results = await runRounds(settings, targets, signal);
   const allPass = printThroughput(settings, targets, results, bouncer.reason);
-  await printIdleMemory(settings, targets);
+  printIdleMemory(settings, memory);
 
   say('== audit log (sempipe audit destination: a file, as an operator would run it)');
   for (const t of targets) if (t.auditFile !== undefined) say(`  ${t.name}: ${formatBytes(statSync(t.auditFile).size)} (${t.auditFile}, removed at exit)`);

@@ -17,14 +17,17 @@ export async function waitForLogin(target: PgTarget, timeoutMs: number, isDead: 
     const dead = isDead();
     if (dead !== undefined) throw new Error(dead);
     const c = client(target);
+    // end() of a client whose connect() failed never settles (pg closes that socket itself).
+    let connected = false;
     try {
       await c.connect();
+      connected = true;
       await c.query('select 1');
       return;
     } catch (err) {
       if (Date.now() > deadline) throw new Error(`no login on ${target.host}:${target.port}: ${(err as Error).message}`);
     } finally {
-      await c.end().catch(() => undefined);
+      if (connected) await c.end().catch(() => undefined);
     }
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -48,10 +51,8 @@ export async function openIdleConnections(target: PgTarget, count: number, batch
     while (open.length < count) {
       const clients = Array.from({ length: Math.min(batch, count - open.length) }, () => client(target));
       const results = await Promise.allSettled(clients.map((c) => c.connect()));
-      clients.forEach((c, i) => {
-        if (results[i]!.status === 'fulfilled') open.push(c);
-        else c.end().catch(() => undefined);
-      });
+      // pg closes the socket of a failed connect() itself; end() on such a client never settles.
+      for (const [i, c] of clients.entries()) if (results[i]!.status === 'fulfilled') open.push(c);
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failure !== undefined) throw new Error(`idle connection ${open.length + 1} of ${count} failed: ${(failure.reason as Error).message}`);
     }

@@ -1,7 +1,11 @@
 // Runs PgBouncer in session mode as the benchmark's reference pooler: writes pgbouncer.ini and an
-// auth_file (SCRAM verifier of the client) into a directory, starts /usr/sbin/pgbouncer on a free
-// port (as the postgres account when we are root, since PgBouncer refuses to run as root), and stops
-// it. Its log goes to a file in the same directory.
+// auth_file into a directory, starts /usr/sbin/pgbouncer on a free port (as the postgres account when
+// we are root, since PgBouncer refuses to run as root), and stops it. Its log goes to a file there.
+// Clients log in as the server role itself, with the role's SCRAM verifier from pg_authid in the
+// auth_file, and PgBouncer passes their SCRAM keys through to the server: PgBouncer's usual setup.
+// A forced user (user=/password= in [databases]) with a different client verifier does not work
+// in PgBouncer 1.18 (pgbouncer/pgbouncer#944, #1461: the client's SCRAM keys replace the forced
+// user's password and the server login fails).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,15 +17,15 @@ export interface PgbouncerOptions {
   binary: string;
   /** Directory for pgbouncer.ini, the auth_file and the log; must be traversable by `postgres`. */
   dir: string;
-  /** The real server and the credentials PgBouncer uses there. */
+  /** The real server, and the role that clients log in as (through PgBouncer). */
   upstream: PgTarget;
-  /** The client PgBouncer authenticates: user, password (for the login check) and SCRAM verifier. */
-  client: { user: string; password: string; verifier: string };
+  /** The role's SCRAM verifier as the server stores it (pg_authid.rolpassword). */
+  verifier: string;
 }
 
 export interface PgbouncerProcess {
   readonly pid: number;
-  /** Where clients connect: PgBouncer's port, the client's credentials, the same database name. */
+  /** Where clients connect: PgBouncer's port, the role's credentials, the same database name. */
   readonly target: PgTarget;
   readonly logFile: string;
   stop(): Promise<void>;
@@ -40,14 +44,9 @@ function unprivilegedIds(): Ids {
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
-/**
- * A value in PgBouncer's connection string. Only unquoted values are used: PgBouncer 1.18 accepted a
- * quoted password but then failed the server login with it, so values that would need quotes are
- * refused here instead of producing a confusing authentication failure.
- */
-function connValue(name: string, v: string): string {
-  if (!/^[A-Za-z0-9_.:-]+$/.test(v)) throw new Error(`the upstream ${name} has characters PgBouncer's connection string would need quoted`);
-  return v;
+/** A value in PgBouncer's libpq-style connection string, single-quoted. */
+function connValue(v: string): string {
+  return `'${v.replace(/'/g, "''")}'`;
 }
 
 function writePrivate(path: string, text: string, ids: Ids): void {
@@ -58,19 +57,15 @@ function writePrivate(path: string, text: string, ids: Ids): void {
 export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerProcess> {
   const ids = unprivilegedIds();
   const port = await freePort();
-  const { upstream, client } = opts;
+  const { upstream } = opts;
+  // PgBouncer 1.18's ini parser takes only plain names as [databases] keys.
+  if (!/^\w+$/.test(upstream.database)) throw new Error(`database name ${JSON.stringify(upstream.database)} cannot be a PgBouncer [databases] key`);
   const iniFile = join(opts.dir, 'pgbouncer.ini');
   const authFile = join(opts.dir, 'userlist.txt');
   const logFile = join(opts.dir, 'pgbouncer.log');
   chmodSync(opts.dir, 0o755);
-  writePrivate(authFile, `"${client.user}" "${client.verifier}"\n`, ids);
-  const server = [
-    `host=${connValue('host', upstream.host)}`,
-    `port=${upstream.port}`,
-    `dbname=${connValue('database', upstream.database)}`,
-    `user=${connValue('user', upstream.user)}`,
-    `password=${connValue('password', upstream.password)}`,
-  ].join(' ');
+  writePrivate(authFile, `"${upstream.user.replace(/"/g, '""')}" "${opts.verifier}"\n`, ids);
+  const server = [`host=${connValue(upstream.host)}`, `port=${upstream.port}`, `dbname=${connValue(upstream.database)}`].join(' ');
   const ini = [
     '[databases]',
     `${upstream.database} = ${server}`,
@@ -109,7 +104,7 @@ export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerP
     await exited;
     clearTimeout(timer);
   };
-  const target: PgTarget = { host: '127.0.0.1', port, user: client.user, password: client.password, database: upstream.database };
+  const target: PgTarget = { ...upstream, host: '127.0.0.1', port };
   const deadOrAlive = (): string | undefined => {
     if (failedToSpawn !== undefined) return `pgbouncer did not start: ${failedToSpawn}`;
     if (child.exitCode !== null) return `pgbouncer exited with ${child.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`;

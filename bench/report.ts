@@ -28,11 +28,11 @@ export function formatBytes(bytes: number): string {
   return unit === 0 ? `${Math.round(value)} B` : `${value.toFixed(1)} ${units[unit]}`;
 }
 
-/** Columns separated by " | "; the first column left-aligned, the others right-aligned. */
-export function formatTable(header: readonly string[], rows: readonly (readonly string[])[]): string {
+/** Columns separated by " | "; the first `leftColumns` left-aligned (labels), the others right-aligned. */
+export function formatTable(header: readonly string[], rows: readonly (readonly string[])[], leftColumns = 1): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const line = (cells: readonly string[]): string =>
-    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ').trimEnd();
+    cells.map((c, i) => (i < leftColumns ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ').trimEnd();
   const rule = widths.map((w) => '-'.repeat(w)).join('-+-');
   return [line(header), rule, ...rows.map(line)].join('\n');
 }

@@ -78,10 +78,10 @@ export class DataPlane implements ConnectionHost {
     for (const [fqn, l] of [...this.listeners]) {
       const next = wanted.get(fqn);
       if (next === undefined) {
-        await this.closeListener(fqn, l);
+        this.closeListener(fqn, l);
         this.registry.closeWhere((s) => s.info.binding === fqn, 'revoked');
       } else if (next.host !== l.spec.host || next.port !== l.spec.port || next.protocol !== l.spec.protocol) {
-        await this.closeListener(fqn, l);
+        this.closeListener(fqn, l);
       } else {
         l.spec = next;
       }
@@ -132,9 +132,14 @@ export class DataPlane implements ConnectionHost {
     });
   }
 
-  private closeListener(fqn: string, l: Listener): Promise<void> {
+  /**
+   * Stops accepting at once. Not awaited: server.close() calls back only once every accepted
+   * connection has ended, which would block a revocation or a drain behind the very sessions it
+   * is about to close.
+   */
+  private closeListener(fqn: string, l: Listener): void {
     this.listeners.delete(fqn);
-    return new Promise((resolve) => l.server.close(() => resolve()));
+    l.server.close();
   }
 
   /** Closes one session by id; false when unknown here. */
@@ -151,7 +156,7 @@ export class DataPlane implements ConnectionHost {
    */
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;
-    await Promise.all([...this.listeners].map(([fqn, l]) => this.closeListener(fqn, l)));
+    for (const [fqn, l] of [...this.listeners]) this.closeListener(fqn, l);
     if (!(await this.registry.waitEmpty(timeoutMs))) {
       this.registry.closeWhere(() => true, 'shutdown');
       await this.registry.waitEmpty(2000);

@@ -33,6 +33,16 @@ export class SessionPipeline {
     return this.statementStages.length > 0;
   }
 
+  /** Asks every stage whether the session may open; the first refusal wins. */
+  async admit(): Promise<Verdict> {
+    for (const s of this.stages) {
+      if (s.admit === undefined) continue;
+      const v = await s.admit(this.session);
+      if (v.action !== 'forward') return v;
+    }
+    return FORWARD;
+  }
+
   start(): void {
     for (const s of this.stages) s.onStart?.(this.session);
   }

@@ -47,6 +47,10 @@ export interface CompletionEvent {
   readonly message?: string;
   /** Nanoseconds from receipt of the statement to its completion. */
   readonly durationNs: bigint;
+  /** process.hrtime.bigint() when the statement was received. */
+  readonly receivedAt: bigint;
+  /** Nanoseconds from receipt until the statement was sent upstream (stage and hook time). */
+  readonly judgedNs: bigint;
 }
 
 export type EndReason = 'client' | 'upstream' | 'error' | 'killed' | 'shutdown' | 'revoked';
@@ -68,9 +72,24 @@ export interface AuthFailureEvent {
   readonly reason: string;
 }
 
+/**
+ * Per-statement limits and follow-up a stage attaches to a forwarded statement; the relay enforces
+ * them (stopping the result and cancelling upstream) and reports the completion back.
+ */
+export interface StatementTracker {
+  /** Most rows the client may receive; past it the result is stopped, the upstream statement cancelled. */
+  readonly maxRows?: number;
+  /** Longest the statement may run before sempipe cancels it upstream. */
+  readonly timeoutMs?: number;
+  /** Names the rule and policy in the error the client gets when a limit stops the statement. */
+  readonly limitMessage?: (limit: 'max_rows' | 'statement_timeout') => { code: string; message: string; rule: string };
+  /** Called with the statement's completion (after every stage's onComplete). */
+  readonly onComplete?: (c: CompletionEvent) => void;
+}
+
 /** What should happen to the event a stage looked at. */
 export type Verdict =
-  | { readonly action: 'forward' }
+  | { readonly action: 'forward'; readonly tracker?: StatementTracker }
   /** Answer this statement with an error; the session stays usable. */
   | { readonly action: 'error'; readonly code: string; readonly message: string; readonly rule?: string }
   /** Answer with a fatal error and close the session. */
@@ -80,6 +99,11 @@ export const FORWARD: Verdict = Object.freeze({ action: 'forward' });
 
 /** A per-session stage instance. Every hook is optional; hooks that only observe return nothing. */
 export interface Stage {
+  /**
+   * Called after the client authenticated, before the upstream connection is made: a refusal
+   * closes the connection with the verdict's error (e.g. max sessions per binding).
+   */
+  admit?(session: SessionInfo): Verdict | Promise<Verdict>;
   onStart?(session: SessionInfo): void;
   /** Return a verdict synchronously in the common case; a Promise only when truly async (hooks). */
   onStatement?(session: SessionInfo, statement: StatementEvent): Verdict | Promise<Verdict> | undefined;

@@ -45,7 +45,7 @@ interface Outcome {
 /**
  * Feeds `chunks` to a scanner the way the relay does: bytes [inFrom, heldFrom) of each chunk go
  * upstream, an assembled frame goes upstream whole and moves inFrom past it, a held header is
- * forwarded from onHeldHeader.
+ * forwarded from onHeldHeader and moves inFrom past its end in the chunk.
  */
 function feed(chunks: readonly Buffer[], max = 1 << 20, wanted = WANTED): Outcome {
   const scanner = new FrameScanner(wanted, max);
@@ -63,9 +63,10 @@ function feed(chunks: readonly Buffer[], max = 1 << 20, wanted = WANTED): Outcom
       }
       return true;
     },
-    onHeldHeader(header) {
+    onHeldHeader(header, end) {
       heldHeaders.push(Buffer.from(header));
       out.push(Buffer.from(header));
+      inFrom = end;
     },
   };
   for (const chunk of chunks) {

@@ -26,9 +26,10 @@ export interface FrameHandler {
   onFrameHeader?(type: number, length: number): void;
   /**
    * The header of an uncaptured frame was split across chunks and is now complete: its 5 bytes
-   * (valid only during the call). A relay that holds back partial headers forwards them here.
+   * (valid only during the call) and the offset just past it in the current chunk. A relay that
+   * holds back partial headers forwards them here and continues from `endInChunk`.
    */
-  onHeldHeader?(header: Buffer): void;
+  onHeldHeader?(header: Buffer, endInChunk: number): void;
 }
 
 /** Marks the message types to capture: a 256-entry lookup table. */
@@ -64,7 +65,8 @@ export class FrameScanner {
   badLength = 0;
 
   constructor(
-    private readonly wanted: Uint8Array,
+    /** The frame types to capture; may be swapped between frames (e.g. to start dropping rows). */
+    public wanted: Uint8Array,
     private readonly maxFrame: number,
     private readonly headerTypes?: Uint8Array,
   ) {}
@@ -157,7 +159,7 @@ export class FrameScanner {
         }
         continue;
       }
-      if (frameStart < 0) handler.onHeldHeader?.(this.header);
+      if (frameStart < 0) handler.onHeldHeader?.(this.header, pos);
       if (this.headerTypes !== undefined && this.headerTypes[type] === 1) handler.onFrameHeader?.(type, length);
       this.skip = body;
     }

@@ -1,12 +1,20 @@
 // The hot path of one authenticated PostgreSQL session: relays frames between client and upstream,
 // cut by type and length only, forwarding the received chunks themselves (no copies) unless a
-// stage refuses a statement. Only the frames that carry statements (Query, Parse, Bind, Execute,
-// Sync) and their outcomes (CommandComplete, ErrorResponse, ReadyForQuery, COPY responses) are
-// looked into, and only as far as needed. Writes respect backpressure in both directions.
+// stage refuses a statement or a limit stops one. Only the frames that carry statements (Query,
+// Parse, Bind, Execute, Sync, …) and their outcomes (CommandComplete, ErrorResponse,
+// ReadyForQuery, COPY responses) are looked into, and only as far as needed. Writes respect
+// backpressure in both directions.
+//
+// A refused statement is not answered by sempipe directly: it is replaced upstream by a statement
+// that cannot parse, so the server itself fails it with exactly PostgreSQL's semantics (the rest of
+// the extended-protocol segment is skipped up to Sync, an implicit transaction rolls back, an
+// explicit one enters the failed state), and the server's error is rewritten into sempipe's
+// (SQLSTATE 42501 naming the rule and policy). ReadyForQuery therefore always comes from the
+// server and stays truthful.
 import type { Socket } from 'node:net';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
-import type { EndReason, Verdict } from '../../proxy/stage.js';
-import { errorResponse, readyForQuery, type ErrorFields } from './backend-messages.js';
+import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js';
+import { errorResponse, type ErrorFields } from './backend-messages.js';
 import { decodeCommandTag, decodeErrorResponse } from './backend-decode.js';
 import { classFromCommandTag, rowsFromCommandTag } from './command-tag.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler } from './frame-scanner.js';
@@ -21,52 +29,66 @@ const FRONTEND_WANTED = frameTypeSet([
   FrontendCode.Bind,
   FrontendCode.Execute,
   FrontendCode.Sync,
-  FrontendCode.Describe,
   FrontendCode.Close,
   FrontendCode.FunctionCall,
   FrontendCode.Terminate,
 ]);
-const BACKEND_WANTED = frameTypeSet([
+const BACKEND_OUTCOMES = [
   BackendCode.CommandComplete,
   BackendCode.ErrorResponse,
   BackendCode.ReadyForQuery,
   BackendCode.EmptyQueryResponse,
   BackendCode.PortalSuspended,
   BackendCode.CopyInResponse,
-  BackendCode.CopyOutResponse,
-]);
+];
+const BACKEND_WANTED = frameTypeSet(BACKEND_OUTCOMES);
+/** While a row limit is close or exceeded, DataRows are captured too so they can be dropped. */
+const BACKEND_WANTED_WITH_ROWS = frameTypeSet([...BACKEND_OUTCOMES, BackendCode.DataRow]);
 const BACKEND_COUNTED = frameTypeSet([BackendCode.DataRow]);
+
+/** Text the server is asked to parse in place of a refused statement; it can never parse. */
+const REFUSED_SQL = 'SEMPIPE POLICY REFUSED THIS STATEMENT';
 
 const enum EntryKind {
   /** A simple Query (or FunctionCall): ends at ReadyForQuery, may complete several commands. */
   Simple,
   /** An Execute of the extended protocol: ends at CommandComplete/EmptyQuery/PortalSuspended/Error. */
   Execute,
+  /** A refused Parse (sent as an unparsable statement): ends at its ErrorResponse or ReadyForQuery. */
+  RefusedParse,
   /** A Sync: ends at ReadyForQuery. */
   Sync,
-  /** A response sempipe made itself, sent when every earlier response has been relayed. */
-  Synthetic,
 }
+
+type Limit = 'max_rows' | 'statement_timeout';
 
 /** One request awaiting its response, in the order the upstream will answer. */
 interface Pending {
   kind: EntryKind;
   text: string;
   receivedAt: bigint;
+  judgedNs: bigint;
   /** Index of the next command within a multi-statement simple query. */
   index: number;
   rows: number;
   copyIn: boolean;
-  /** Synthetic entries: the response bytes, and whether a ReadyForQuery follows them. */
-  response?: Buffer;
-  readyForQuery?: boolean;
+  tracker: StatementTracker | undefined;
+  /** Set when a stage refused the statement: the error the client gets instead of the server's. */
+  refusal: { code: string; message: string } | undefined;
+  /** Set when a limit stopped the statement. */
+  limited: Limit | undefined;
+  timer: NodeJS.Timeout | undefined;
 }
 
 export interface RelayOptions {
   maxMessageSize: number;
   serviceFqn: string;
+  /** Sends a CancelRequest for this session's upstream backend. */
+  cancelUpstream(): void;
   onEnd(reason: EndReason, message?: string): void;
 }
+
+type Refusal = Exclude<Verdict, { action: 'forward' }>;
 
 export class PgRelay {
   private readonly frontend: FrameScanner;
@@ -76,13 +98,8 @@ export class PgRelay {
   private readonly statements = new Map<string, string>();
   private readonly portals = new Map<string, string>();
   private lastParseText = '';
-  private txStatus: 'I' | 'T' | 'E' = 'I';
-  /** While a refused Parse skips the rest of its pipeline segment, up to Sync. */
-  private skippingToSync = false;
-  /** Whether anything of the current extended-protocol segment was sent upstream. */
-  private segmentForwarded = false;
+  private txStatus = 'I';
   private upstreamBlocked = false;
-  private clientBlocked = false;
   private awaitingVerdict = false;
   private ended = false;
   private clientTerminated = false;
@@ -100,13 +117,17 @@ export class PgRelay {
 
   private readonly frontendHandler: FrameHandler = {
     onFrame: (type, frame, end, assembled) => this.onClientFrame(type, frame, end, assembled),
-    onHeldHeader: (header) => this.writeUpstream(Buffer.from(header)),
+    onHeldHeader: (header, end) => {
+      this.writeUpstream(Buffer.from(header));
+      this.inFrom = end;
+    },
   };
   private readonly backendHandler: FrameHandler = {
-    onFrame: (type, frame, end) => this.onServerFrame(type, frame, end),
-    onFrameHeader: () => {
-      const head = this.pending[0];
-      if (head !== undefined) head.rows++;
+    onFrame: (type, frame, end, assembled) => this.onServerFrame(type, frame, end, assembled),
+    onFrameHeader: () => this.countRow(),
+    onHeldHeader: (header, end) => {
+      this.writeClient(Buffer.from(header));
+      this.outFrom = end;
     },
   };
 
@@ -125,10 +146,7 @@ export class PgRelay {
     const { client, upstream } = this;
     client.on('data', (chunk: Buffer) => this.onClientData(chunk));
     upstream.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
-    client.on('drain', () => {
-      this.clientBlocked = false;
-      upstream.resume();
-    });
+    client.on('drain', () => upstream.resume());
     upstream.on('drain', () => {
       this.upstreamBlocked = false;
       this.resumeClient();
@@ -159,7 +177,7 @@ export class PgRelay {
     this.inChunk = chunk;
     this.inFrom = from;
     if (!this.frontend.scan(chunk, this.frontendHandler, from)) {
-      if (this.frontend.status !== ScanStatus.Ok) return this.protocolFailure(this.frontend, 'client');
+      if (this.frontend.status !== ScanStatus.Ok) this.protocolFailure(this.frontend, 'client');
       return; // stopped for an asynchronous verdict, or the session ended
     }
     const until = this.frontend.heldFrom;
@@ -169,19 +187,17 @@ export class PgRelay {
 
   private onClientFrame(type: number, frame: Buffer, end: number, assembled: boolean): boolean {
     if (this.ended) return false;
-    if (this.skippingToSync && type !== FrontendCode.Sync && type !== FrontendCode.Terminate) return this.drop(frame, end, assembled);
     switch (type) {
       case FrontendCode.Query: {
         const text = decodeQuery(frame);
         if (text === undefined) return this.malformed('Query');
-        this.segmentForwarded = false;
-        return this.judge(text, 'simple', frame, end, assembled, EntryKind.Simple);
+        return this.judge(text, 'simple', frame, end, assembled, '');
       }
       case FrontendCode.Parse: {
         const parse = decodeParse(frame);
         if (parse === undefined) return this.malformed('Parse');
         this.lastParseText = parse.query;
-        return this.judge(parse.query, 'parse', frame, end, assembled, undefined, parse.name);
+        return this.judge(parse.query, 'parse', frame, end, assembled, parse.name);
       }
       case FrontendCode.Bind: {
         const names = decodeBindNames(frame);
@@ -192,42 +208,36 @@ export class PgRelay {
       case FrontendCode.Execute: {
         const portal = decodeExecutePortal(frame);
         if (portal === undefined) return this.malformed('Execute');
-        this.push(EntryKind.Execute, this.portals.get(portal) ?? '');
+        this.push(EntryKind.Execute, this.portals.get(portal) ?? '', process.hrtime.bigint(), 0n, undefined, undefined);
         break;
       }
-      case FrontendCode.Sync:
-        if (this.skippingToSync) {
-          this.skippingToSync = false;
-          if (!this.segmentForwarded) {
-            this.drop(frame, end, assembled);
-            this.pushSynthetic(readyForQueryPlaceholder, true);
-            return true;
-          }
-        }
-        this.segmentForwarded = false;
-        this.push(EntryKind.Sync, '');
-        break;
       case FrontendCode.Close: {
         const target = decodeClose(frame);
         if (target === undefined) return this.malformed('Close');
         (target.target === 0x53 ? this.statements : this.portals).delete(target.name);
         break;
       }
+      case FrontendCode.Sync:
+        this.push(EntryKind.Sync, '', 0n, 0n, undefined, undefined);
+        break;
       case FrontendCode.FunctionCall:
-        this.push(EntryKind.Simple, '<function call>');
+        this.push(EntryKind.Simple, '<function call>', process.hrtime.bigint(), 0n, undefined, undefined);
         break;
       case FrontendCode.Terminate:
         this.clientTerminated = true;
         break;
     }
-    if (type !== FrontendCode.Sync) this.segmentForwarded = true;
     return this.forwardFrame(frame, end, assembled);
   }
 
   /** Runs the statement stages and applies the verdict to the frame that carried the statement. */
-  private judge(text: string, kind: 'simple' | 'parse', frame: Buffer, end: number, assembled: boolean, entry: EntryKind | undefined, name = ''): boolean {
+  private judge(text: string, kind: 'simple' | 'parse', frame: Buffer, end: number, assembled: boolean, name: string): boolean {
     const receivedAt = process.hrtime.bigint();
-    const verdict = this.pipeline.judgesStatements ? this.pipeline.statement({ text, kind, receivedAt }) : undefined;
+    if (!this.pipeline.judgesStatements) {
+      this.accept(text, kind, name, receivedAt, undefined);
+      return this.forwardFrame(frame, end, assembled);
+    }
+    const verdict = this.pipeline.statement({ text, kind, receivedAt });
     if (verdict instanceof Promise) {
       // Forward what came before this frame, hold the rest of the chunk until the verdict settles.
       const chunk = this.inChunk!;
@@ -237,76 +247,72 @@ export class PgRelay {
       this.awaitingVerdict = true;
       this.client.pause();
       verdict.then(
-        (v) => this.resumeAfterVerdict(v, text, kind, frame, entry, name, receivedAt, chunk, end),
-        () => this.close('error'),
+        (v) => this.resumeAfterVerdict(v, text, kind, frame, name, receivedAt, chunk, end),
+        () => this.close('error', pgErrors.protocolViolation('statement verdict failed')),
       );
       return false;
     }
-    if (verdict === undefined || verdict.action === 'forward') {
-      this.accept(text, kind, entry, name, receivedAt);
+    if (verdict.action === 'close') return this.refuseAndClose(verdict, text, receivedAt);
+    if (verdict.action === 'forward') {
+      this.accept(text, kind, name, receivedAt, verdict.tracker);
       return this.forwardFrame(frame, end, assembled);
     }
-    this.refuse(verdict, text, receivedAt, kind);
-    return this.drop(frame, end, assembled);
+    this.cutBefore(frame, end, assembled);
+    this.apply(verdict, text, kind, frame, name, receivedAt);
+    this.inFrom = end;
+    return true;
   }
 
-  private resumeAfterVerdict(v: Verdict, text: string, kind: 'simple' | 'parse', frame: Buffer, entry: EntryKind | undefined, name: string, receivedAt: bigint, chunk: Buffer, end: number): void {
+  private resumeAfterVerdict(v: Verdict, text: string, kind: 'simple' | 'parse', frame: Buffer, name: string, receivedAt: bigint, chunk: Buffer, end: number): void {
     this.awaitingVerdict = false;
     if (this.ended) return;
-    if (v.action === 'forward') {
-      this.accept(text, kind, entry, name, receivedAt);
-      this.segmentForwarded = true;
-      this.writeUpstream(frame);
-    } else {
-      this.refuse(v, text, receivedAt, kind);
+    if (v.action === 'close') {
+      this.refuseAndClose(v, text, receivedAt);
+      return;
     }
-    if (this.ended) return;
+    this.apply(v, text, kind, frame, name, receivedAt);
     this.resumeClient();
     if (end < chunk.length) this.scanClientChunk(chunk, end);
   }
 
-  private accept(text: string, kind: 'simple' | 'parse', entry: EntryKind | undefined, name: string, receivedAt: bigint): void {
+  /** Sends the statement frame upstream, or its unparsable stand-in when refused. */
+  private apply(v: Verdict, text: string, kind: 'simple' | 'parse', frame: Buffer, name: string, receivedAt: bigint): void {
+    if (v.action === 'forward') {
+      this.accept(text, kind, name, receivedAt, v.tracker);
+      this.writeUpstream(frame);
+      return;
+    }
+    const refusal = { code: v.code, message: v.message };
+    const judgedNs = process.hrtime.bigint() - receivedAt;
+    if (kind === 'simple') {
+      this.push(EntryKind.Simple, text, receivedAt, judgedNs, undefined, refusal);
+      this.writeUpstream(queryFrame(REFUSED_SQL));
+    } else {
+      this.push(EntryKind.RefusedParse, text, receivedAt, judgedNs, undefined, refusal);
+      this.writeUpstream(parseFrame(name, REFUSED_SQL));
+    }
+  }
+
+  private accept(text: string, kind: 'simple' | 'parse', name: string, receivedAt: bigint, tracker: StatementTracker | undefined): void {
+    const judgedNs = process.hrtime.bigint() - receivedAt;
     if (kind === 'parse') {
       this.statements.set(name, text);
-      this.segmentForwarded = true;
       return;
     }
-    this.push(entry!, text, receivedAt);
+    this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
   }
 
-  private refuse(v: Exclude<Verdict, { action: 'forward' }>, text: string, receivedAt: bigint, kind: 'simple' | 'parse'): void {
-    const fields: ErrorFields = { severity: v.action === 'close' ? 'FATAL' : 'ERROR', code: v.code, message: v.message };
-    this.pipeline.complete({
-      text,
-      statementClass: statementClassOf(text, 0, ''),
-      tag: '',
-      rows: 0,
-      outcome: 'denied',
-      code: v.code,
-      message: v.message,
-      durationNs: process.hrtime.bigint() - receivedAt,
-    });
-    this.statementCount++;
-    if (v.action === 'close') {
-      this.close('error', fields);
-      return;
-    }
-    if (kind === 'parse') {
-      this.skippingToSync = true;
-      this.pushSynthetic(errorResponse(fields), false);
-    } else {
-      this.pushSynthetic(errorResponse(fields), true);
-    }
+  private refuseAndClose(v: Refusal, text: string, receivedAt: bigint): false {
+    this.report(text, 0, '', 'denied', v.code, v.message, receivedAt, process.hrtime.bigint() - receivedAt, 0, undefined);
+    this.close('error', { severity: 'FATAL', code: v.code, message: v.message });
+    return false;
   }
 
-  /** Leaves a frame out of what goes upstream; the chunk's bytes before it are forwarded first. */
-  private drop(frame: Buffer, end: number, assembled: boolean): boolean {
-    if (!assembled) {
-      const start = end - frame.length;
-      if (start > this.inFrom) this.writeUpstream(this.inChunk!.subarray(this.inFrom, start));
-    }
-    this.inFrom = end;
-    return true;
+  /** Forwards the chunk's bytes that precede `frame` (when it lies in the chunk). */
+  private cutBefore(frame: Buffer, end: number, assembled: boolean): void {
+    if (assembled) return;
+    const start = end - frame.length;
+    if (start > this.inFrom) this.writeUpstream(this.inChunk!.subarray(this.inFrom, start));
   }
 
   private forwardFrame(frame: Buffer, end: number, assembled: boolean): boolean {
@@ -317,13 +323,10 @@ export class PgRelay {
     return true;
   }
 
-  private push(kind: EntryKind, text: string, receivedAt: bigint = process.hrtime.bigint()): void {
-    this.pending.push({ kind, text, receivedAt, index: 0, rows: 0, copyIn: false });
-  }
-
-  private pushSynthetic(response: Buffer, withReadyForQuery: boolean): void {
-    this.pending.push({ kind: EntryKind.Synthetic, text: '', receivedAt: 0n, index: 0, rows: 0, copyIn: false, response, readyForQuery: withReadyForQuery });
-    if (this.pending.length === 1) this.emitSynthetics();
+  private push(kind: EntryKind, text: string, receivedAt: bigint, judgedNs: bigint, tracker: StatementTracker | undefined, refusal: Pending['refusal']): void {
+    const entry: Pending = { kind, text, receivedAt, judgedNs, index: 0, rows: 0, copyIn: false, tracker, refusal, limited: undefined, timer: undefined };
+    if (tracker?.timeoutMs !== undefined) entry.timer = setTimeout(() => this.limitReached(entry, 'statement_timeout'), tracker.timeoutMs);
+    this.pending.push(entry);
   }
 
   private writeUpstream(buf: Buffer): void {
@@ -349,128 +352,185 @@ export class PgRelay {
       if (this.backend.status !== ScanStatus.Ok) this.protocolFailure(this.backend, 'upstream');
       return;
     }
-    if (this.outFrom < chunk.length) this.writeClient(this.outFrom === 0 ? chunk : chunk.subarray(this.outFrom));
+    const until = this.backend.heldFrom;
+    if (until > this.outFrom) this.writeClient(this.outFrom === 0 && until === chunk.length ? chunk : chunk.subarray(this.outFrom, until));
     this.outChunk = undefined;
   }
 
-  private onServerFrame(type: number, frame: Buffer, end: number): boolean {
+  private onServerFrame(type: number, frame: Buffer, end: number, assembled: boolean): boolean {
     const head = this.pending[0];
     switch (type) {
+      case BackendCode.DataRow:
+        return this.onCapturedRow(head, frame, end, assembled);
       case BackendCode.CommandComplete:
-        if (head === undefined) break;
-        if (head.kind === EntryKind.Execute) {
-          this.pending.shift();
-          this.completeOk(head, decodeCommandTag(frame));
-          this.emitSyntheticsAt(end);
-        } else if (head.kind === EntryKind.Simple) {
-          this.completeOk(head, decodeCommandTag(frame));
-          head.index++;
-          head.rows = 0;
-          head.copyIn = false;
-          head.receivedAt = process.hrtime.bigint();
-        }
+        if (head === undefined || head.kind === EntryKind.Sync || head.kind === EntryKind.RefusedParse) break;
+        if (head.limited === 'max_rows') return this.replaceWithLimitError(head, frame, end, assembled);
+        this.report(head.text, head.index, decodeCommandTag(frame), 'ok', undefined, undefined, head.receivedAt, head.judgedNs, head.rows, head);
+        if (head.kind === EntryKind.Execute) this.finish(head);
+        else this.nextCommand(head);
         break;
       case BackendCode.PortalSuspended:
         if (head?.kind === EntryKind.Execute) {
-          this.pending.shift();
-          this.completeOk(head, '');
-          this.emitSyntheticsAt(end);
+          this.report(head.text, 0, '', 'ok', undefined, undefined, head.receivedAt, head.judgedNs, head.rows, head);
+          this.finish(head);
         }
         break;
       case BackendCode.EmptyQueryResponse:
-        if (head?.kind === EntryKind.Execute) {
-          this.pending.shift();
-          this.emitSyntheticsAt(end);
-        }
+        if (head?.kind === EntryKind.Execute) this.finish(head);
         break;
       case BackendCode.ErrorResponse:
-        this.onServerError(head, decodeErrorResponse(frame), end);
-        break;
+        return this.onServerError(head, frame, end, assembled);
       case BackendCode.ReadyForQuery:
-        this.txStatus = frame.length > 5 ? (String.fromCharCode(frame[5]) as 'I' | 'T' | 'E') : 'I';
-        this.onReadyForQuery(end);
+        this.txStatus = frame.length > 5 ? String.fromCharCode(frame[5]) : 'I';
+        this.onReadyForQuery();
         break;
       case BackendCode.CopyInResponse:
         if (head !== undefined) head.copyIn = true;
         break;
     }
+    return this.forwardServerFrame(frame, end, assembled);
+  }
+
+  private forwardServerFrame(frame: Buffer, end: number, assembled: boolean): boolean {
+    if (assembled) {
+      this.writeClient(frame);
+      this.outFrom = end;
+    }
     return true;
   }
 
-  private onServerError(head: Pending | undefined, err: { severity: string; code: string; message: string }, end: number): void {
-    if (err.severity === 'FATAL' || err.severity === 'PANIC') this.upstreamFatalSent = true;
-    if (head === undefined) return;
-    let text: string;
-    if (head.kind === EntryKind.Execute) {
-      this.pending.shift();
-      text = head.text;
-    } else if (head.kind === EntryKind.Simple) {
-      text = head.text;
-    } else {
-      // Parse or Bind failed before any Execute was queued.
-      text = this.lastParseText;
+  /** Replaces a backend frame with `replacement` (or drops it when undefined). */
+  private replaceServerFrame(frame: Buffer, end: number, assembled: boolean, replacement: Buffer | undefined): boolean {
+    if (!assembled) {
+      const start = end - frame.length;
+      if (start > this.outFrom) this.writeClient(this.outChunk!.subarray(this.outFrom, start));
     }
-    this.completion(head, text, '', 'error', err.code, err.message);
-    head.index++;
-    if (head.kind === EntryKind.Execute) this.emitSyntheticsAt(end);
+    if (replacement !== undefined) this.writeClient(replacement);
+    this.outFrom = end;
+    return true;
   }
 
-  private onReadyForQuery(end: number): void {
+  private onServerError(head: Pending | undefined, frame: Buffer, end: number, assembled: boolean): boolean {
+    const err = decodeErrorResponse(frame);
+    if (err.severity === 'FATAL' || err.severity === 'PANIC') this.upstreamFatalSent = true;
+    if (head === undefined || head.kind === EntryKind.Sync) {
+      // Parse or Bind failed before any Execute was queued.
+      if (head !== undefined) this.report(this.lastParseText, 0, '', 'error', err.code, err.message, process.hrtime.bigint(), 0n, 0, undefined);
+      return this.forwardServerFrame(frame, end, assembled);
+    }
+    if (head.refusal !== undefined) {
+      // The stand-in statement failed as intended: the client gets sempipe's refusal instead.
+      this.report(head.text, head.index, '', 'denied', head.refusal.code, head.refusal.message, head.receivedAt, head.judgedNs, 0, head);
+      const replacement = errorResponse({ severity: 'ERROR', code: head.refusal.code, message: head.refusal.message });
+      if (head.kind === EntryKind.RefusedParse) this.finish(head);
+      else head.index++;
+      return this.replaceServerFrame(frame, end, assembled, replacement);
+    }
+    if (head.limited !== undefined) return this.replaceWithLimitError(head, frame, end, assembled);
+    this.report(head.text, head.index, '', 'error', err.code, err.message, head.receivedAt, head.judgedNs, head.rows, head);
+    if (head.kind === EntryKind.Execute) this.finish(head);
+    else this.nextCommand(head);
+    return this.forwardServerFrame(frame, end, assembled);
+  }
+
+  /** The statement was stopped by a limit: its completion or cancel error becomes sempipe's error. */
+  private replaceWithLimitError(head: Pending, frame: Buffer, end: number, assembled: boolean): boolean {
+    const limit = head.limited!;
+    const described = head.tracker?.limitMessage?.(limit) ?? { code: '54000', message: `statement stopped by ${limit}`, rule: limit };
+    this.report(head.text, head.index, '', 'denied', described.code, described.message, head.receivedAt, head.judgedNs, head.rows, head);
+    if (head.kind === EntryKind.Execute) this.finish(head);
+    else this.nextCommand(head);
+    this.backend.wanted = BACKEND_WANTED;
+    return this.replaceServerFrame(frame, end, assembled, errorResponse({ severity: 'ERROR', code: described.code, message: described.message }));
+  }
+
+  /** Row counting for uncaptured DataRows; prepares to capture rows once a limit is reached. */
+  private countRow(): void {
+    const head = this.pending[0];
+    if (head === undefined) return;
+    head.rows++;
+    const max = head.tracker?.maxRows;
+    if (max !== undefined && head.rows >= max) this.backend.wanted = BACKEND_WANTED_WITH_ROWS;
+  }
+
+  /** A captured DataRow: past the statement's row limit it is dropped and the statement cancelled. */
+  private onCapturedRow(head: Pending | undefined, frame: Buffer, end: number, assembled: boolean): boolean {
+    const max = head?.tracker?.maxRows;
+    if (head === undefined || max === undefined || (head.rows < max && head.limited === undefined)) {
+      if (head !== undefined) head.rows++;
+      return this.forwardServerFrame(frame, end, assembled);
+    }
+    if (head.limited === undefined) this.limitReached(head, 'max_rows');
+    return this.replaceServerFrame(frame, end, assembled, undefined);
+  }
+
+  private limitReached(entry: Pending, limit: Limit): void {
+    if (entry.limited !== undefined || this.ended || !this.pending.includes(entry)) return;
+    entry.limited = limit;
+    this.opts.cancelUpstream();
+  }
+
+  /** The current command of a simple query is done; the query may hold more. */
+  private nextCommand(head: Pending): void {
+    head.index++;
+    head.rows = 0;
+    head.copyIn = false;
+    head.limited = undefined;
+    head.receivedAt = process.hrtime.bigint();
+    this.backend.wanted = BACKEND_WANTED;
+  }
+
+  private finish(entry: Pending): void {
+    if (entry.timer !== undefined) clearTimeout(entry.timer);
+    if (this.pending[0] === entry) this.pending.shift();
+    this.backend.wanted = BACKEND_WANTED;
+  }
+
+  private onReadyForQuery(): void {
     // Everything up to the first Simple or Sync entry is answered now; Executes still queued before
     // it were skipped by the server after an error.
     while (this.pending.length > 0) {
-      const e = this.pending.shift()!;
+      const e = this.pending[0];
+      this.finish(e);
       if (e.kind === EntryKind.Simple || e.kind === EntryKind.Sync) break;
     }
     this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
     this.bytesInPending = 0;
     this.bytesOutPending = 0;
-    this.emitSyntheticsAt(end);
   }
 
-  private completeOk(head: Pending, tag: string): void {
-    this.completion(head, head.text, tag, 'ok');
-  }
-
-  private completion(head: Pending, text: string, tag: string, outcome: 'ok' | 'error', code?: string, message?: string): void {
+  private report(
+    text: string,
+    index: number,
+    tag: string,
+    outcome: 'ok' | 'error' | 'denied',
+    code: string | undefined,
+    message: string | undefined,
+    receivedAt: bigint,
+    judgedNs: bigint,
+    rows: number,
+    entry: Pending | undefined,
+  ): void {
     const rowsFromTag = tag === '' ? 0 : rowsFromCommandTag(tag);
     this.statementCount++;
-    this.pipeline.complete({
+    const completion = {
       text,
-      statementClass: outcome === 'ok' && tag !== '' ? classFromCommandTag(tag, head.copyIn) : statementClassOf(text, head.index, tag),
+      statementClass: outcome === 'ok' && tag !== '' ? classFromCommandTag(tag, entry?.copyIn === true) : statementClassOf(text, index, tag),
       tag,
-      rows: rowsFromTag > 0 ? rowsFromTag : head.rows,
+      rows: rowsFromTag > 0 ? rowsFromTag : rows,
       outcome,
       code,
       message,
-      durationNs: process.hrtime.bigint() - head.receivedAt,
-    });
-  }
-
-  /** Sends the synthetic responses now at the head of the queue, cutting the current chunk at `end`. */
-  private emitSyntheticsAt(end: number): void {
-    if (this.pending[0]?.kind !== EntryKind.Synthetic) return;
-    const chunk = this.outChunk;
-    if (chunk !== undefined && end > this.outFrom) {
-      this.writeClient(chunk.subarray(this.outFrom, end));
-      this.outFrom = end;
-    }
-    this.emitSynthetics();
-  }
-
-  private emitSynthetics(): void {
-    while (this.pending[0]?.kind === EntryKind.Synthetic) {
-      const e = this.pending.shift()!;
-      if (e.response !== readyForQueryPlaceholder) this.writeClient(e.response!);
-      if (e.readyForQuery) this.writeClient(readyForQuery(this.txStatus));
-    }
+      durationNs: process.hrtime.bigint() - receivedAt,
+      receivedAt,
+      judgedNs,
+    };
+    this.pipeline.complete(completion);
+    entry?.tracker?.onComplete?.(completion);
   }
 
   private writeClient(buf: Buffer): void {
-    if (!this.client.write(buf) && !this.clientBlocked) {
-      this.clientBlocked = true;
-      this.upstream.pause();
-    }
+    if (!this.client.write(buf)) this.upstream.pause();
   }
 
   // ---- ends --------------------------------------------------------------------------------------
@@ -485,12 +545,7 @@ export class PgRelay {
       scanner.status === ScanStatus.TooLarge
         ? pgErrors.messageTooLarge(scanner.badLength + 1, this.opts.maxMessageSize)
         : pgErrors.invalidMessageLength(scanner.badType);
-    if (side === 'upstream') {
-      // The client's stream may be mid-frame: only a fresh frame boundary can carry our error.
-      this.close('upstream', this.backend.atBoundary ? fields : undefined, fields.message);
-      return;
-    }
-    this.close('error', fields);
+    this.close(side === 'upstream' ? 'upstream' : 'error', fields);
   }
 
   private onUpstreamClosed(): void {
@@ -500,8 +555,7 @@ export class PgRelay {
       if (!this.client.destroyed) this.client.end();
       return;
     }
-    const fields = this.backend.atBoundary ? pgErrors.upstreamLost(this.opts.serviceFqn) : undefined;
-    this.close('upstream', fields, 'upstream closed the connection');
+    this.close('upstream', pgErrors.upstreamLost(this.opts.serviceFqn), 'upstream closed the connection');
   }
 
   /**
@@ -510,6 +564,7 @@ export class PgRelay {
    */
   close(reason: EndReason, fields?: ErrorFields, message?: string): void {
     if (this.ended) return;
+    // What was already relayed to the client ends on a frame boundary unless a frame is still held.
     const notify = fields !== undefined && this.backend.atBoundary && !this.client.destroyed;
     this.end(reason, message ?? fields?.message);
     if (notify) this.client.end(errorResponse(fields));
@@ -523,6 +578,7 @@ export class PgRelay {
   private end(reason: EndReason, message?: string): void {
     if (this.ended) return;
     this.ended = true;
+    for (const e of this.pending) if (e.timer !== undefined) clearTimeout(e.timer);
     this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
     this.bytesInPending = 0;
     this.bytesOutPending = 0;
@@ -531,8 +587,30 @@ export class PgRelay {
 }
 
 const terminateFrame = Buffer.from([FrontendCode.Terminate, 0, 0, 0, 4]);
-/** Marks a synthetic entry that carries only a ReadyForQuery. */
-const readyForQueryPlaceholder = Buffer.alloc(0);
+
+/** A Query frame carrying `sql`. */
+function queryFrame(sql: string): Buffer {
+  const len = Buffer.byteLength(sql) + 5;
+  const buf = Buffer.allocUnsafe(len + 1);
+  buf[0] = FrontendCode.Query;
+  buf.writeUInt32BE(len, 1);
+  buf.write(sql, 5);
+  buf[len] = 0;
+  return buf;
+}
+
+/** A Parse frame for statement `name` carrying `sql` and no parameter types. */
+function parseFrame(name: string, sql: string): Buffer {
+  const nameLen = Buffer.byteLength(name);
+  const sqlLen = Buffer.byteLength(sql);
+  const len = 4 + nameLen + 1 + sqlLen + 1 + 2;
+  const buf = Buffer.alloc(len + 1);
+  buf[0] = FrontendCode.Parse;
+  buf.writeUInt32BE(len, 1);
+  buf.write(name, 5);
+  buf.write(sql, 6 + nameLen);
+  return buf;
+}
 
 /** Class of an errored or refused statement: from the parser when loaded, else from its tag. */
 function statementClassOf(text: string, index: number, tag: string): string {

@@ -6,7 +6,7 @@ import type { ConnectionHost } from '../../proxy/connection-host.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
 import type { EndReason, SessionInfo } from '../../proxy/stage.js';
-import { authenticationOk, backendKeyData, errorResponse, readyForQuery } from './backend-messages.js';
+import { authenticationOk, backendKeyData, errorResponse, readyForQuery, type ErrorFields } from './backend-messages.js';
 import type { PgBindingRuntime } from './binding-runtime.js';
 import { runClientHandshake } from './client-handshake.js';
 import { PgRelay } from './relay.js';
@@ -25,23 +25,6 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
   });
   if (client === undefined) return;
 
-  let upstream;
-  try {
-    upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(client.params) });
-  } catch (err) {
-    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed: ${String(err)}`);
-    host.onUpstreamError(rt.fqn, e);
-    if (!client.socket.destroyed) client.socket.end(errorResponse(pgErrors.upstream(e.code, e.message)));
-    return;
-  }
-  const up = upstream.socket;
-  up.on('error', ignore);
-  up.setNoDelay(true);
-  if (client.socket.destroyed) {
-    up.destroy();
-    return;
-  }
-
   const info: SessionInfo = {
     id: host.nextSessionId(),
     binding: rt.fqn,
@@ -52,19 +35,49 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     database: client.database,
     startedAt: Date.now(),
   };
-  const upstreamKey = upstream.backendKey;
-  const key = host.cancelKeys.issue(() => {
-    sendCancelRequest({ ...rt.upstream }, upstreamKey).catch((e: unknown) => host.onUpstreamError(rt.fqn, e));
-  });
   const pipeline = new SessionPipeline(info, rt.stages);
+  const refuse = (fields: ErrorFields, reason: EndReason): void => {
+    pipeline.end({ reason, bytesIn: 0, bytesOut: 0, statements: 0, message: fields.message });
+    if (!client.socket.destroyed) client.socket.end(errorResponse(fields));
+  };
+  const admission = await pipeline.admit();
+  if (admission.action !== 'forward') {
+    refuse({ severity: 'FATAL', code: admission.code, message: admission.message }, 'error');
+    return;
+  }
+
+  let upstream;
+  try {
+    upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(client.params) });
+  } catch (err) {
+    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed: ${String(err)}`);
+    host.onUpstreamError(rt.fqn, e);
+    refuse(pgErrors.upstream(e.code, e.message), 'upstream');
+    return;
+  }
+  const up = upstream.socket;
+  up.on('error', ignore);
+  up.setNoDelay(true);
+  if (client.socket.destroyed) {
+    up.destroy();
+    pipeline.end({ reason: 'client', bytesIn: 0, bytesOut: 0, statements: 0 });
+    return;
+  }
+
+  const upstreamKey = upstream.backendKey;
+  const key = host.cancelKeys.issue(() => cancelUpstream());
   const live: LiveSession = {
     info,
     stats: () => ({ statements: relay.statementCount, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut }),
     close: (reason: EndReason) => relay.close(reason, reason === 'revoked' ? pgErrors.bindingRevoked(rt.fqn) : pgErrors.adminShutdown()),
   };
+  const cancelUpstream = (): void => {
+    sendCancelRequest({ ...rt.upstream }, upstreamKey).catch((e: unknown) => host.onUpstreamError(rt.fqn, e));
+  };
   const relay: PgRelay = new PgRelay(client.socket, up, pipeline, {
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
+    cancelUpstream,
     onEnd: (reason, message) => {
       host.registry.remove(live);
       host.cancelKeys.release(key.processId);

@@ -2,11 +2,17 @@
 // PostgreSQL's own parser (libpg-query, WASM): one entry per statement with its class (metrics
 // label, policy "deny class"), whether it writes or could write (read-only policies), and every
 // table and function it references anywhere in its tree (denied tables/functions).
-// The tree walk, the table of statement classes and the small result cache are our own code: no
-// library walks libpg-query's JSON tree for these facts, and the cache must answer a repeated
-// statement with a single Map lookup (lru-cache is not a dependency and reorders on every hit).
+// Own code, with reasons:
+// - The parser instances: libpg-query's parseSync uses one module-wide WASM instance, and a
+//   statement nested deeply enough (e.g. `select 1+1+…` with ~10k terms) overflows the stack
+//   inside it. The instance then leaks ~8 MB and, after a few dozen such statements, fails every
+//   parse with "memory access out of bounds", with no way to replace it. So we create instances
+//   with the package's own factory, call its C entry point the way parseSync does, and swap a
+//   failed instance for a warm spare.
+// - The tree walk and the table of statement classes: no library extracts these facts.
+// - The result cache: a repeated statement must cost one Map lookup (lru-cache is not a
+//   dependency and reorders on every hit).
 
-import { loadModule, parseSync } from 'libpg-query';
 import type {
   A_Const,
   CopyStmt,
@@ -14,6 +20,7 @@ import type {
   DropStmt,
   ExplainStmt,
   Node as PgNode,
+  ParseResult,
   SelectStmt,
   TransactionStmt,
   VariableSetStmt,
@@ -127,20 +134,107 @@ const RELATION_OBJECT_TYPES: ReadonlySet<string> = new Set([
 
 const READ_ONLY_SETTINGS: ReadonlySet<string> = new Set(['transaction_read_only', 'default_transaction_read_only']);
 
-let parserReady = false;
-let loading: Promise<void> | undefined;
 let maxEntries = 10_000;
 let maxChars = 8 * 1024 * 1024;
 
-/** Loads the parser (WASM) once; classifySql may be used after this resolves. */
+/** The part of an Emscripten instance of libpg-query that parsing uses (see its wasm/index.js). */
+interface ParserInstance {
+  lengthBytesUTF8(text: string): number;
+  stringToUTF8(text: string, ptr: number, maxBytes: number): void;
+  UTF8ToString(ptr: number): string;
+  getValue(ptr: number, type: 'i32'): number;
+  _malloc(size: number): number;
+  _free(ptr: number): void;
+  _wasm_parse_query_raw(queryPtr: number): number;
+  _wasm_free_parse_result(resultPtr: number): void;
+}
+
+type InstanceFactory = () => Promise<ParserInstance>;
+
+// The package exports only its singleton API; its Emscripten factory is this file, whose typings
+// the package does not ship (hence the non-literal specifier).
+const FACTORY_MODULE: string = 'libpg-query/wasm/libpg-query.js';
+
+let factory: InstanceFactory | undefined;
+let active: ParserInstance | undefined;
+let spare: ParserInstance | undefined;
+let spareLoading = false;
+let instanceError: string | undefined;
+let initialized = false;
+
+/** Loads the parser (a WASM instance and a spare) once; classifySql may be used after this. */
 export async function initClassifier(options: ClassifierOptions = {}): Promise<void> {
   if (options.cacheEntries !== undefined) maxEntries = Math.max(1, options.cacheEntries);
   if (options.cacheChars !== undefined) maxChars = Math.max(1, options.cacheChars);
   cache.clear();
   cachedChars = 0;
-  loading ??= loadModule();
-  await loading;
-  parserReady = true;
+  if (factory === undefined) {
+    const loaded = (await import(FACTORY_MODULE)) as { default: InstanceFactory };
+    factory = loaded.default;
+  }
+  active ??= await factory();
+  spare ??= await factory();
+  initialized = true;
+}
+
+/** Whether initClassifier() has resolved in this process. */
+export function classifierReady(): boolean {
+  return initialized;
+}
+
+/** A failed instance is dropped: the spare takes over and a new spare loads in the background. */
+function retireActive(): void {
+  active = spare;
+  spare = undefined;
+  replenish();
+}
+
+/** Loads instances until there is an active one and a spare; a load failure waits for the next trap. */
+function replenish(): void {
+  if (spareLoading || factory === undefined || (active !== undefined && spare !== undefined)) return;
+  spareLoading = true;
+  factory().then(
+    (instance) => {
+      if (active === undefined) active = instance;
+      else spare = instance;
+      instanceError = undefined;
+      spareLoading = false;
+      replenish();
+    },
+    (err: unknown) => {
+      instanceError = err instanceof Error ? err.message : String(err);
+      spareLoading = false;
+    },
+  );
+}
+
+/** Thrown out of parseText when the statement is not valid SQL (the parser's own error). */
+class SqlSyntaxError extends Error {}
+
+/**
+ * Parses `text` the way libpg-query's parseSync does (wasm/index.js). Throws SqlSyntaxError for
+ * invalid SQL; any other exception means the instance itself failed (e.g. stack overflow).
+ */
+function parseText(parser: ParserInstance, text: string): ParseResult {
+  const size = parser.lengthBytesUTF8(text) + 1;
+  const queryPtr = parser._malloc(size);
+  if (queryPtr === 0) throw new Error('SQL parser out of memory');
+  parser.stringToUTF8(text, queryPtr, size);
+  const resultPtr = parser._wasm_parse_query_raw(queryPtr);
+  if (resultPtr === 0) throw new Error('SQL parser out of memory');
+  try {
+    const treePtr = parser.getValue(resultPtr, 'i32');
+    const errorPtr = parser.getValue(resultPtr + 8, 'i32');
+    if (errorPtr !== 0) {
+      const messagePtr = parser.getValue(errorPtr, 'i32');
+      throw new SqlSyntaxError(messagePtr === 0 ? 'invalid SQL' : parser.UTF8ToString(messagePtr));
+    }
+    if (treePtr === 0) throw new SqlSyntaxError('no parse tree');
+    return JSON.parse(parser.UTF8ToString(treePtr)) as ParseResult;
+  } finally {
+    parser._free(queryPtr);
+    parser._wasm_free_parse_result(resultPtr);
+  }
 }
 
 interface CacheEntry {
@@ -159,8 +253,13 @@ export function classifySql(text: string): Classification {
     hit.used = true;
     return hit.value;
   }
-  if (!parserReady) throw new Error('classifySql called before initClassifier() resolved');
-  const value = deepFreeze(classifyUncached(text));
+  if (!initialized) throw new Error('classifySql called before initClassifier() resolved');
+  const parser = active;
+  if (parser === undefined) {
+    // Between a parser failure and its replacement loading (milliseconds): fail closed, uncached.
+    return deepFreeze(failed(`SQL parser is restarting after a failure${instanceError === undefined ? '' : `: ${instanceError}`}`));
+  }
+  const value = deepFreeze(classifyUncached(parser, text));
   remember(text, value);
   return value;
 }
@@ -188,15 +287,23 @@ function evictOne(): void {
   }
 }
 
-function classifyUncached(text: string): Classification {
+function classifyUncached(parser: ParserInstance, text: string): Classification {
   if (text.length === 0) return { statements: [] };
   // The parser reads a C string: it would stop at a NUL and classify only the text before it.
   if (text.includes('\0')) return failed('statement text contains a NUL character');
+  let parsed: ParseResult;
   try {
-    const parsed = parseSync(text);
+    parsed = parseText(parser, text);
+  } catch (err) {
+    if (err instanceof SqlSyntaxError) return failed(err.message);
+    retireActive();
+    return failed(`statement too complex for the SQL parser: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  try {
     return { statements: (parsed.stmts ?? []).map((raw) => classifyStatement(raw.stmt)) };
   } catch (err) {
-    return failed(err instanceof Error ? err.message : String(err));
+    // The relay relies on classifySql not throwing; a tree we cannot read is classified unknown.
+    return failed(`cannot classify the parse tree: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
 
@@ -451,7 +558,3 @@ function deepFreeze(c: Classification): Classification {
   return Object.freeze(c);
 }
 
-/** Whether initClassifier() has resolved in this process. */
-export function classifierReady(): boolean {
-  return parserReady;
-}

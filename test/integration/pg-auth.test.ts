@@ -4,7 +4,7 @@
 // 28000), the auth timeout, the auth-failure metric and audit lines, that no secret leaks into logs
 // or client errors, and the `check-config` command.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +21,9 @@ const BAD_SERVICE = 'service::/test::wrong-upstream-password';
 const BAD_UPSTREAM_PASSWORD = 'wrong-upstream-pw-7f3a9c';
 const PASSWORD = 'api-secret';
 const VERIFIER_PASSWORD = 'verifier-only-secret';
+/** Not in SASLprep's normal form: the "ﬁ" ligature (U+FB01) and a no-break space map to "fi" and " ". */
+const UNICODE_USER = 'jürgen';
+const UNICODE_PASSWORD = 'ﬁsh\u00a0pässwörd';
 
 type Method = 'scram' | 'md5' | 'password' | 'tlsPassword' | 'badUpstream';
 const BINDINGS: Record<Method, string> = {
@@ -60,15 +63,30 @@ function run(cmd: string, args: string[], opts: { env?: Record<string, string>; 
 const sempipeCli = (args: string[], opts: { env?: Record<string, string>; input?: string } = {}): Promise<RunResult> =>
   run(process.execPath, [SEMPIPE_BIN, ...args], opts);
 
+/** Distinct free ports: freePort() may hand out a port it just returned, as it releases each at once. */
+async function distinctPorts(n: number): Promise<number[]> {
+  const found = new Set<number>();
+  while (found.size < n) found.add(await freePort());
+  return [...found];
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sempipe-auth-'));
   const hashed = await sempipeCli(['hash-password'], { input: `${VERIFIER_PASSWORD}\n` });
   expect(hashed.code, hashed.stderr).toBe(0);
   verifier = hashed.stdout.trim();
   server = await startPostgres();
-  for (const m of Object.keys(BINDINGS) as Method[]) ports[m] = await freePort();
+  const methods = Object.keys(BINDINGS) as Method[];
+  const bindingPorts = await distinctPorts(methods.length);
+  methods.forEach((m, i) => (ports[m] = bindingPorts[i]!));
   const cert = makeCertificate(dir, 'localhost');
-  const clients = `[ { user: api, password: ${PASSWORD} }, { user: vuser, verifier: "${verifier}" } ]`;
+  const clients = `[ { user: api, password: ${PASSWORD} }, { user: vuser, verifier: "${verifier}" }, { user: ${UNICODE_USER}, password: "${UNICODE_PASSWORD}" } ]`;
+  // The references on the upstream server: the same password with SCRAM, and with cleartext auth.
+  server.sql(`CREATE ROLE "${UNICODE_USER}" LOGIN PASSWORD '${UNICODE_PASSWORD}'`);
+  server.sql(`CREATE ROLE "${UNICODE_USER}_cleartext" LOGIN PASSWORD '${UNICODE_PASSWORD}'`);
+  const hba = join(server.dataDir, 'pg_hba.conf');
+  writeFileSync(hba, `host all "${UNICODE_USER}_cleartext" 127.0.0.1/32 password\n${readFileSync(hba, 'utf8')}`);
+  server.sql('select pg_reload_conf()');
   sempipe = await startSempipe({
     workers: 2,
     env: { UP_PW: server.password, BAD_PW: BAD_UPSTREAM_PASSWORD },
@@ -237,6 +255,32 @@ describe('successful logins', () => {
     const r = await pgLogin(login);
     expect(r.error).toBeUndefined();
     expect(r.user).toBe(server.user);
+  });
+});
+
+describe('SASLprep', () => {
+  // PostgreSQL itself is the reference: the same role and password exist on the upstream server.
+  const candidates = [UNICODE_PASSWORD, 'fish pässwörd', 'fish\u00a0pa\u0308sswörd', 'ﬁsh pässword', 'FISH pässwörd'];
+
+  const reference = { scram: UNICODE_USER, password: `${UNICODE_USER}_cleartext` } as const;
+  const directLogin = (method: keyof typeof reference, password: string): Promise<RunResult> =>
+    run(
+      requireBinary('psql'),
+      ['-X', '-At', '-h', server.host, '-p', String(server.port), '-U', reference[method], '-d', server.database, '-c', 'select 1'],
+      { env: { PGPASSWORD: password, PGSSLMODE: 'disable' } },
+    );
+
+  test.each(['scram', 'password'] as const)('the %s reference accepts the equivalent spellings and refuses the others', async (method) => {
+    const outcomes = await Promise.all(candidates.map(async (password) => (await directLogin(method, password)).code === 0));
+    expect(outcomes).toEqual([true, true, true, false, false]);
+  });
+
+  test.each(candidates)('psql with password %j is accepted through sempipe exactly when PostgreSQL accepts it', async (password) => {
+    for (const method of ['scram', 'password'] as const) {
+      const direct = await directLogin(method, password);
+      const via = await psqlLogin({ method, user: UNICODE_USER, password });
+      expect({ method, accepted: via.code === 0 }).toEqual({ method, accepted: direct.code === 0 });
+    }
   });
 });
 

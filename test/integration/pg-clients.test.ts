@@ -282,7 +282,7 @@ describe('large values and results', () => {
     } finally {
       await c.end();
     }
-  });
+  }, 20_000);
 });
 
 describe('COPY', () => {
@@ -310,7 +310,7 @@ describe('COPY', () => {
     expect(sha256(viaFile)).toBe(sha256(directFile));
     expect(sha256(viaFile)).toBe(sha256(input));
     expect((await psql('drop table copy_t')).code).toBe(0);
-  });
+  }, 30_000);
 });
 
 describe('LISTEN/NOTIFY', () => {
@@ -444,6 +444,102 @@ describe('cancel', () => {
       for (const c of clients) expect((await c.query('select 1 as one')).rows[0].one).toBe(1);
     } finally {
       await Promise.all(clients.map((c) => c.end()));
+    }
+  });
+});
+
+describe('protocol corners', () => {
+  test('postgres.js cursors fetch in batches (Execute with a row limit, PortalSuspended)', async () => {
+    const sql = postgres({ host: '127.0.0.1', port, user: CLIENT_USER, password: CLIENT_PASSWORD, database: CLIENT_DB, ssl: false, max: 1 });
+    try {
+      const seen: number[] = [];
+      let batches = 0;
+      await sql`select g from generate_series(1, 2500) g`.cursor(1000, (rows) => {
+        batches++;
+        for (const r of rows) seen.push(r.g as number);
+      });
+      expect(batches).toBe(3);
+      expect(seen).toEqual(Array.from({ length: 2500 }, (_, i) => i + 1));
+      const [{ ok }] = await sql`select 'after' as ok`;
+      expect(ok).toBe('after');
+    } finally {
+      await sql.end();
+    }
+  });
+
+  test('an error in the middle of a pipeline fails only its own query', async () => {
+    const sql = postgres({ host: '127.0.0.1', port, user: CLIENT_USER, password: CLIENT_PASSWORD, database: CLIENT_DB, ssl: false, max: 1 });
+    try {
+      const settled = await Promise.allSettled([sql`select 1 as n`, sql`select 1/0 as n`, sql`select 3 as n`, sql`select * from no_such_table`, sql`select 5 as n`]);
+      expect(settled.map((s) => (s.status === 'fulfilled' ? s.value[0]!.n : (s.reason as { code: string }).code))).toEqual([1, '22012', 3, '42P01', 5]);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  test('an empty query, notices and a multi-statement sql.unsafe behave as on the server', async () => {
+    const notices: string[] = [];
+    const sql = postgres({
+      host: '127.0.0.1', port, user: CLIENT_USER, password: CLIENT_PASSWORD, database: CLIENT_DB, ssl: false, max: 1,
+      onnotice: (n) => notices.push(n.message),
+    });
+    try {
+      const empty = await sql.unsafe('');
+      expect(empty.count).toBe(null);
+      await sql`do $$ begin raise notice 'hello from plpgsql'; end $$`;
+      expect(notices).toContain('hello from plpgsql');
+      const multi = await sql.unsafe('select 1 as a; select 2 as b');
+      expect(multi.map((r) => r[0])).toEqual([{ a: 1 }, { b: 2 }]);
+    } finally {
+      await sql.end();
+    }
+  });
+
+  test('startup parameters of the client (application_name, options, client_encoding) reach the upstream', async () => {
+    const r = await run(
+      'psql',
+      ['-X', '-At', '-v', 'ON_ERROR_STOP=1', `host=127.0.0.1 port=${port} user=${CLIENT_USER} dbname=${CLIENT_DB} application_name=my-app options='-c search_path=custom_schema'`,
+        '-c', "select current_setting('application_name'), current_setting('search_path'), current_setting('client_encoding')"],
+      { env: { ...sempipeEnv(), PGCLIENTENCODING: 'LATIN1' } },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('my-app|custom_schema|LATIN1');
+  });
+
+  test('a COPY FROM STDIN that fails midway leaves the session usable', async () => {
+    const c = await pgClient();
+    try {
+      await c.query('create table copy_bad(id int)');
+      const file = join(dir, 'copy-bad.txt');
+      writeFileSync(file, '1\n2\nnot-a-number\n4\n');
+      const r = await run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', ...viaSempipe(), '-c', 'copy copy_bad from stdin', '-c', 'select 1'], { env: sempipeEnv(), stdinFile: file });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/invalid input syntax for type integer: "not-a-number"/);
+      expect((await c.query('select count(*)::int as n from copy_bad')).rows[0].n).toBe(0);
+      const retry = await c.query('select 1 as one');
+      expect(retry.rows[0].one).toBe(1);
+      await c.query('drop table copy_bad');
+    } finally {
+      await c.end();
+    }
+  });
+
+  test('a cancel inside a transaction aborts it and ROLLBACK recovers the session', async () => {
+    const sql = postgres({ host: '127.0.0.1', port, user: CLIENT_USER, password: CLIENT_PASSWORD, database: CLIENT_DB, ssl: false, max: 1 });
+    try {
+      const outcome = sql
+        .begin(async (tx) => {
+          await tx`select 1`;
+          const q = tx`select pg_sleep(20)`;
+          setTimeout(() => q.cancel(), 500);
+          await q;
+        })
+        .then(() => undefined, (e: unknown) => e);
+      expect(await outcome).toMatchObject({ code: '57014' });
+      const [{ s }] = await sql`select 'usable' as s`;
+      expect(s).toBe('usable');
+    } finally {
+      await sql.end();
     }
   });
 });

@@ -41,14 +41,22 @@ let clientCert: Certificate;
 let otherCert: Certificate;
 const ports = {} as Record<BindingName, number>;
 
+/** Distinct free ports: freePort() may hand out a port it just returned, as it releases each at once. */
+async function distinctPorts(n: number): Promise<number[]> {
+  const found = new Set<number>();
+  while (found.size < n) found.add(await freePort());
+  return [...found];
+}
+
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sempipe-tls-'));
   server = await startPostgres({ tls: true, tlsOnly: true });
   clientCert = makeCertificate(dir, 'localhost');
   const otherDir = mkdtempSync(join(dir, 'other-'));
   otherCert = makeCertificate(otherDir, 'localhost');
-  for (const b of Object.keys(BINDINGS) as BindingName[]) ports[b] = await freePort();
-  const downPort = await freePort();
+  const names = Object.keys(BINDINGS) as BindingName[];
+  const [downPort, ...bindingPorts] = await distinctPorts(names.length + 1);
+  names.forEach((b, i) => (ports[b] = bindingPorts[i]!));
   const upstream = (tls: string, extra = '', port = server.port): string =>
     `{ host: 127.0.0.1, port: ${port}, database: ${server.database}, user: ${server.user}, password: "\${UP_PW}", tls: ${tls}${extra} }`;
   const bindingTls = (mode: 'optional' | 'required' | 'none'): string =>
