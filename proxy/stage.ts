@@ -45,6 +45,9 @@ export interface CompletionEvent {
   /** SQLSTATE (or protocol error code) when outcome is not ok. */
   readonly code?: string;
   readonly message?: string;
+  /** For outcome denied: the rule that refused it (e.g. deny.classes, read_only, max_rows) and the policy FQN. */
+  readonly rule?: string;
+  readonly policy?: string;
   /** Nanoseconds from receipt of the statement to its completion. */
   readonly durationNs: bigint;
   /** process.hrtime.bigint() when the statement was received. */
@@ -82,7 +85,7 @@ export interface StatementTracker {
   /** Longest the statement may run before sempipe cancels it upstream. */
   readonly timeoutMs?: number;
   /** Names the rule and policy in the error the client gets when a limit stops the statement. */
-  readonly limitMessage?: (limit: 'max_rows' | 'statement_timeout') => { code: string; message: string; rule: string };
+  readonly limitMessage?: (limit: 'max_rows' | 'statement_timeout') => { code: string; message: string; rule: string; policy?: string };
   /** Called with the statement's completion (after every stage's onComplete). */
   readonly onComplete?: (c: CompletionEvent) => void;
 }
@@ -91,7 +94,7 @@ export interface StatementTracker {
 export type Verdict =
   | { readonly action: 'forward'; readonly tracker?: StatementTracker }
   /** Answer this statement with an error; the session stays usable. */
-  | { readonly action: 'error'; readonly code: string; readonly message: string; readonly rule?: string }
+  | { readonly action: 'error'; readonly code: string; readonly message: string; readonly rule?: string; readonly policy?: string }
   /** Answer with a fatal error and close the session. */
   | { readonly action: 'close'; readonly code: string; readonly message: string };
 

@@ -47,6 +47,8 @@ function statementLine(chindings: string, c: CompletionEvent, max: number): stri
   let line = `{"level":"info","time":"${isoNow()}"${chindings},"event":"statement","statement":${statement},"class":${JSON.stringify(c.statementClass)},"duration_ms":${toMilliseconds(c.durationNs)},"rows":${c.rows},"outcome":"${c.outcome}"`;
   if (truncated) line += ',"statement_truncated":true';
   if (c.outcome !== 'ok') line += `,"sqlstate":${JSON.stringify(c.code)},"error":${JSON.stringify(c.message)}`;
+  if (c.rule !== undefined) line += `,"rule":${JSON.stringify(c.rule)}`;
+  if (c.policy !== undefined) line += `,"policy":${JSON.stringify(c.policy)}`;
   return line + '}\n';
 }
 
@@ -68,6 +70,8 @@ export function createAuditStage(log: AuditLog): StageFactory {
       line.sqlstate = c.code;
       line.error = c.message;
     }
+    if (c.rule !== undefined) line.rule = c.rule;
+    if (c.policy !== undefined) line.policy = c.policy;
     logger.info(line);
   }
 

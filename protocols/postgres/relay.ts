@@ -74,7 +74,7 @@ interface Pending {
   copyIn: boolean;
   tracker: StatementTracker | undefined;
   /** Set when a stage refused the statement: the error the client gets instead of the server's. */
-  refusal: { code: string; message: string } | undefined;
+  refusal: Refusal | undefined;
   /** Set when a limit stopped the statement. */
   limited: Limit | undefined;
   timer: NodeJS.Timeout | undefined;
@@ -282,7 +282,7 @@ export class PgRelay {
       this.writeUpstream(frame);
       return;
     }
-    const refusal = { code: v.code, message: v.message };
+    const refusal = v;
     const judgedNs = process.hrtime.bigint() - receivedAt;
     if (kind === 'simple') {
       this.push(EntryKind.Simple, text, receivedAt, judgedNs, undefined, refusal);
@@ -303,7 +303,7 @@ export class PgRelay {
   }
 
   private refuseAndClose(v: Refusal, text: string, receivedAt: bigint): false {
-    this.report(text, 0, '', 'denied', v.code, v.message, receivedAt, process.hrtime.bigint() - receivedAt, 0, undefined);
+    this.report(text, 0, '', 'denied', v, receivedAt, process.hrtime.bigint() - receivedAt, 0, undefined);
     this.close('error', { severity: 'FATAL', code: v.code, message: v.message });
     return false;
   }
@@ -365,13 +365,13 @@ export class PgRelay {
       case BackendCode.CommandComplete:
         if (head === undefined || head.kind === EntryKind.Sync || head.kind === EntryKind.RefusedParse) break;
         if (head.limited === 'max_rows') return this.replaceWithLimitError(head, frame, end, assembled);
-        this.report(head.text, head.index, decodeCommandTag(frame), 'ok', undefined, undefined, head.receivedAt, head.judgedNs, head.rows, head);
+        this.report(head.text, head.index, decodeCommandTag(frame), 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
         if (head.kind === EntryKind.Execute) this.finish(head);
         else this.nextCommand(head);
         break;
       case BackendCode.PortalSuspended:
         if (head?.kind === EntryKind.Execute) {
-          this.report(head.text, 0, '', 'ok', undefined, undefined, head.receivedAt, head.judgedNs, head.rows, head);
+          this.report(head.text, 0, '', 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
           this.finish(head);
         }
         break;
@@ -415,19 +415,19 @@ export class PgRelay {
     if (err.severity === 'FATAL' || err.severity === 'PANIC') this.upstreamFatalSent = true;
     if (head === undefined || head.kind === EntryKind.Sync) {
       // Parse or Bind failed before any Execute was queued.
-      if (head !== undefined) this.report(this.lastParseText, 0, '', 'error', err.code, err.message, process.hrtime.bigint(), 0n, 0, undefined);
+      if (head !== undefined) this.report(this.lastParseText, 0, '', 'error', err, process.hrtime.bigint(), 0n, 0, undefined);
       return this.forwardServerFrame(frame, end, assembled);
     }
     if (head.refusal !== undefined) {
       // The stand-in statement failed as intended: the client gets sempipe's refusal instead.
-      this.report(head.text, head.index, '', 'denied', head.refusal.code, head.refusal.message, head.receivedAt, head.judgedNs, 0, head);
+      this.report(head.text, head.index, '', 'denied', head.refusal, head.receivedAt, head.judgedNs, 0, head);
       const replacement = errorResponse({ severity: 'ERROR', code: head.refusal.code, message: head.refusal.message });
       if (head.kind === EntryKind.RefusedParse) this.finish(head);
       else head.index++;
       return this.replaceServerFrame(frame, end, assembled, replacement);
     }
     if (head.limited !== undefined) return this.replaceWithLimitError(head, frame, end, assembled);
-    this.report(head.text, head.index, '', 'error', err.code, err.message, head.receivedAt, head.judgedNs, head.rows, head);
+    this.report(head.text, head.index, '', 'error', err, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
     else this.nextCommand(head);
     return this.forwardServerFrame(frame, end, assembled);
@@ -437,7 +437,7 @@ export class PgRelay {
   private replaceWithLimitError(head: Pending, frame: Buffer, end: number, assembled: boolean): boolean {
     const limit = head.limited!;
     const described = head.tracker?.limitMessage?.(limit) ?? { code: '54000', message: `statement stopped by ${limit}`, rule: limit };
-    this.report(head.text, head.index, '', 'denied', described.code, described.message, head.receivedAt, head.judgedNs, head.rows, head);
+    this.report(head.text, head.index, '', 'denied', described, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
     else this.nextCommand(head);
     this.backend.wanted = BACKEND_WANTED;
@@ -504,8 +504,7 @@ export class PgRelay {
     index: number,
     tag: string,
     outcome: 'ok' | 'error' | 'denied',
-    code: string | undefined,
-    message: string | undefined,
+    problem: { code: string; message: string; rule?: string; policy?: string } | undefined,
     receivedAt: bigint,
     judgedNs: bigint,
     rows: number,
@@ -519,8 +518,10 @@ export class PgRelay {
       tag,
       rows: rowsFromTag > 0 ? rowsFromTag : rows,
       outcome,
-      code,
-      message,
+      code: problem?.code,
+      message: problem?.message,
+      rule: problem?.rule,
+      policy: problem?.policy,
       durationNs: process.hrtime.bigint() - receivedAt,
       receivedAt,
       judgedNs,
