@@ -106,7 +106,9 @@ function tpsOf(results: Results, target: string, mode: QueryMode): number {
   return median(results.get(target)?.get(mode) ?? []);
 }
 
-function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[], results: Results, skipped?: string): boolean {
+type Verdict = 'PASS' | 'FAIL' | 'not evaluated (no PgBouncer)';
+
+function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[], results: Results, skipped?: string): Verdict {
   say(`== pgbench -S, ${PGBENCH_CLIENTS} clients, ${PGBENCH_THREADS} threads: median TPS of ${settings.rounds} rounds (every round in parentheses)`);
   say(formatTable(
     ['target', ...QUERY_MODES.map((m) => `${m} TPS`)],
@@ -126,14 +128,14 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
       const vsPgbouncer = havePgbouncer ? own / tpsOf(results, 'pgbouncer', mode) : Number.NaN;
       const pass = vsPgbouncer >= TARGET_VS_PGBOUNCER;
       allPass &&= pass;
-      const verdict = havePgbouncer ? (pass ? 'PASS' : 'FAIL') : 'not evaluated (no PgBouncer)';
+      const verdict: Verdict = havePgbouncer ? (pass ? 'PASS' : 'FAIL') : 'not evaluated (no PgBouncer)';
       rows.push([t.name, mode, formatRatio(own / tpsOf(results, 'direct', mode)), formatRatio(vsPgbouncer), verdict]);
     }
   }
   say(`== ratios (target: sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer in every mode)`);
   say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
   say();
-  return allPass;
+  return havePgbouncer ? (allPass ? 'PASS' : 'FAIL') : 'not evaluated (no PgBouncer)';
 }
 
 interface IdleMemory {
@@ -235,13 +237,13 @@ async function main(teardown: Teardown): Promise<void> {
   printTargets(settings, targets);
   const memory = await measureIdleMemory(settings, targets);
   const results = await runRounds(settings, targets, signal);
-  const allPass = printThroughput(settings, targets, results, bouncer.reason);
+  const verdict = printThroughput(settings, targets, results, bouncer.reason);
   printIdleMemory(settings, memory);
 
   say('== audit log (sempipe audit destination: a file, as an operator would run it)');
   for (const t of targets) if (t.auditFile !== undefined) say(`  ${t.name}: ${formatBytes(statSync(t.auditFile).size)} (${t.auditFile}, removed at exit)`);
   say();
-  say(`finished in ${Math.round((Date.now() - started) / 1000)} s; overall ${allPass ? 'PASS' : 'FAIL'} against sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer`);
+  say(`finished in ${Math.round((Date.now() - started) / 1000)} s; overall ${verdict} against sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer`);
 }
 
 const teardown = new Teardown();

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `sempipe` command: proxy, demo, check-config, hash-password. Worker processes of `proxy`
+// The `sempipe` command: proxy, demo, check-config, hash-password, ctl. Worker processes of `proxy`
 // start from this same file (node:cluster) and are told apart by cluster.isWorker.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
@@ -14,6 +14,7 @@ commands:
   demo                                start an embedded PostgreSQL behind a sempipe binding
   check-config FILE                   validate a config file (same checks as at start and reload)
   hash-password                       read a password (stdin or prompt), print its SCRAM verifier
+  ctl <command> [--admin URL]         operate a running sempipe through its control API (sempipe ctl help)
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -60,6 +61,8 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(`${createScramVerifier(password)}\n`);
       return 0;
     }
+    case 'ctl':
+      return (await import('./ctl.js')).runCtl(rest);
     case undefined:
     case 'help':
     case '--help':

@@ -7,6 +7,7 @@
 // expression, and no library validates PostgreSQL's stored-verifier format.
 import { z } from 'zod';
 import { FqnError, parseFqn, type FqnType } from './fqn.js';
+import { policySchema } from './policy/policy-schema.js';
 import { parseDuration, parseSize } from './units.js';
 
 export const UPSTREAM_TLS_MODES = ['disable', 'prefer', 'require', 'verify-full'] as const;
@@ -229,6 +230,9 @@ export const configSchema = z.strictObject({
   audit: auditSchema.prefault({}),
   services: z.array(serviceSchema).default([]),
   bindings: z.array(bindingSchema).default([]),
+  policies: z.array(policySchema).default([]),
+  /** Where the state store keeps its data; relative to the config file's directory. */
+  state_dir: nonEmpty.default('./sempipe-data'),
 });
 
 /** The validated file, still with the file's key names and unresolved relative paths. */

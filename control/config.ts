@@ -10,6 +10,7 @@ import { accessSync, constants, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import type { z } from 'zod';
+import type { PolicyDocument } from './policy/policy-schema.js';
 import {
   configSchema,
   formatHostPort,
@@ -76,6 +77,10 @@ export interface SempipeConfig {
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
   services: ServiceConfig[];
   bindings: BindingConfig[];
+  /** Policies of the file, validated and normalized (see control/policy/policy-schema.ts). */
+  policies: PolicyDocument[];
+  /** Absolute path of the state directory (`state_dir`, default ./sempipe-data beside the file). */
+  stateDir: string;
 }
 
 /** A refused config file. `path` is like `bindings[0].listen` ('' for the file as a whole). */
@@ -275,6 +280,7 @@ function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Pr
   raw.services.forEach((s, i) => claimFqn(s.fqn, ['services', i, 'fqn']));
   const services = new Set(raw.services.map((s) => s.fqn));
   const listeners = new Map<string, Path>([[formatHostPort(raw.admin.listen), ['admin', 'listen']]]);
+  raw.policies.forEach((p, i) => claimFqn(p.fqn, ['policies', i, 'fqn']));
   raw.bindings.forEach((b, i) => {
     claimFqn(b.fqn, ['bindings', i, 'fqn']);
     if (!services.has(b.service)) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
@@ -358,5 +364,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
         tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
       }),
     })),
+    policies: raw.policies,
+    stateDir: resolve(baseDir, raw.state_dir),
   };
 }

@@ -49,6 +49,18 @@ const METRIC_TABLE = {
     help: 'Sessions closed, by reason.',
     labels: ['binding', 'reason'],
   },
+  policyDenials: {
+    type: 'counter',
+    name: 'sempipe_policy_denials_total',
+    help: 'Statements and sessions refused or stopped by a policy, by rule (e.g. deny.classes, read_only, max_rows).',
+    labels: ['binding', 'rule'],
+  },
+  policyNotificationsDropped: {
+    type: 'counter',
+    name: 'sempipe_policy_notifications_dropped_total',
+    help: 'Policy notifications dropped because too many were in flight.',
+    labels: ['binding'],
+  },
 } as const;
 
 type MetricTable = typeof METRIC_TABLE;

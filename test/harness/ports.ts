@@ -1,7 +1,11 @@
-// Free TCP ports on loopback for servers the tests and benchmarks start.
+// Free TCP ports on loopback for servers the tests and benchmarks start. The OS may hand the same
+// free port out twice in a row (it is free again once the probe closes), so ports already given
+// out by this process are never returned again.
 import { createServer } from 'node:net';
 
-export function freePort(): Promise<number> {
+const handedOut = new Set<number>();
+
+function probe(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);
@@ -11,4 +15,21 @@ export function freePort(): Promise<number> {
       srv.close(() => resolve(port));
     });
   });
+}
+
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await probe();
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+/** `n` distinct free ports. */
+export async function freePorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  for (let i = 0; i < n; i++) ports.push(await freePort());
+  return ports;
 }

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { requireBinary } from '../harness/binaries.js';
 import { makeCertificate } from '../harness/certs.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
-import { freePort } from '../harness/ports.js';
+import { freePorts } from '../harness/ports.js';
 import { SEMPIPE_BIN, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
 
 const SERVICE = 'service::/test::db';
@@ -63,13 +63,6 @@ function run(cmd: string, args: string[], opts: { env?: Record<string, string>; 
 const sempipeCli = (args: string[], opts: { env?: Record<string, string>; input?: string } = {}): Promise<RunResult> =>
   run(process.execPath, [SEMPIPE_BIN, ...args], opts);
 
-/** Distinct free ports: freePort() may hand out a port it just returned, as it releases each at once. */
-async function distinctPorts(n: number): Promise<number[]> {
-  const found = new Set<number>();
-  while (found.size < n) found.add(await freePort());
-  return [...found];
-}
-
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sempipe-auth-'));
   const hashed = await sempipeCli(['hash-password'], { input: `${VERIFIER_PASSWORD}\n` });
@@ -77,7 +70,7 @@ beforeAll(async () => {
   verifier = hashed.stdout.trim();
   server = await startPostgres();
   const methods = Object.keys(BINDINGS) as Method[];
-  const bindingPorts = await distinctPorts(methods.length);
+  const bindingPorts = await freePorts(methods.length);
   methods.forEach((m, i) => (ports[m] = bindingPorts[i]!));
   const cert = makeCertificate(dir, 'localhost');
   const clients = `[ { user: api, password: ${PASSWORD} }, { user: vuser, verifier: "${verifier}" }, { user: ${UNICODE_USER}, password: "${UNICODE_PASSWORD}" } ]`;

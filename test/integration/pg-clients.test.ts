@@ -465,7 +465,7 @@ describe('protocol corners', () => {
     } finally {
       await sql.end();
     }
-  });
+  }, 15_000);
 
   test('an error in the middle of a pipeline fails only its own query', async () => {
     const sql = postgres({ host: '127.0.0.1', port, user: CLIENT_USER, password: CLIENT_PASSWORD, database: CLIENT_DB, ssl: false, max: 1 });

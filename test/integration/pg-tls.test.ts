@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { requireBinary } from '../harness/binaries.js';
 import { makeCertificate, type Certificate } from '../harness/certs.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
-import { freePort } from '../harness/ports.js';
+import { freePorts } from '../harness/ports.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
 
 const PASSWORD = 'api-secret';
@@ -41,13 +41,6 @@ let clientCert: Certificate;
 let otherCert: Certificate;
 const ports = {} as Record<BindingName, number>;
 
-/** Distinct free ports: freePort() may hand out a port it just returned, as it releases each at once. */
-async function distinctPorts(n: number): Promise<number[]> {
-  const found = new Set<number>();
-  while (found.size < n) found.add(await freePort());
-  return [...found];
-}
-
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sempipe-tls-'));
   server = await startPostgres({ tls: true, tlsOnly: true });
@@ -55,7 +48,7 @@ beforeAll(async () => {
   const otherDir = mkdtempSync(join(dir, 'other-'));
   otherCert = makeCertificate(otherDir, 'localhost');
   const names = Object.keys(BINDINGS) as BindingName[];
-  const [downPort, ...bindingPorts] = await distinctPorts(names.length + 1);
+  const [downPort, ...bindingPorts] = await freePorts(names.length + 1);
   names.forEach((b, i) => (ports[b] = bindingPorts[i]!));
   const upstream = (tls: string, extra = '', port = server.port): string =>
     `{ host: 127.0.0.1, port: ${port}, database: ${server.database}, user: ${server.user}, password: "\${UP_PW}", tls: ${tls}${extra} }`;

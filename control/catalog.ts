@@ -1,0 +1,465 @@
+// The resource catalog of the primary process: the config file's services, bindings and policies
+// merged with those created through the control API (kept in the state store). The file wins for
+// its own FQNs: an API resource with the same FQN is shadowed, and the API refuses to change a
+// file-defined one. `effective()` is the merged config the workers run; `onChange` fires after
+// every committed change (API mutation or file reload) so the primary can push it to the workers.
+// An API binding that a reloaded file makes impossible (its service gone, its address now taken
+// by a file binding) is suspended, not fatal: the file always applies, and the binding is listed
+// with the reason until the operator deletes it or the conflict goes away.
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
+import { parseFqn, FqnError, type FqnType } from './fqn.js';
+import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
+import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
+import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
+
+/** The config the workers run: the file's resources and the API's, policies normalized. */
+export type EffectiveConfig = SempipeConfig & { policies: PolicyDocument[] };
+
+export type Source = 'file' | 'api';
+
+export type CatalogErrorCode = 'invalid' | 'not_found' | 'conflict';
+
+/** A refused catalog operation; `path` names the offending input field for `invalid`. */
+export class CatalogError extends Error {
+  override readonly name = 'CatalogError';
+  constructor(
+    readonly code: CatalogErrorCode,
+    message: string,
+    readonly path?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A service as the API shows it: never the upstream password. */
+export interface ServiceView {
+  fqn: string;
+  protocol: ServiceConfig['protocol'];
+  upstream: Omit<ServiceConfig['upstream'], 'password'>;
+  source: Source;
+}
+
+/** A binding as the API shows it: client users, never passwords or verifiers. */
+export interface BindingView {
+  fqn: string;
+  service: string;
+  listen: string;
+  database: string;
+  auth: ClientAuthMethod;
+  users: string[];
+  tls?: { required: boolean };
+  source: Source;
+  /** False for a suspended API binding (see `problem`): it has no listener. */
+  active: boolean;
+  problem?: string;
+}
+
+/** A policy in the shape of the file and the API bodies (snake_case keys, durations as text). */
+export type PolicyView = Record<string, unknown> & { fqn: string; source: Source };
+
+/** What the API accepts to create a binding; sempipe issues the client credentials. */
+export interface BindingInput {
+  fqn: string;
+  service: string;
+  /** Default: 127.0.0.1 on a free port chosen by sempipe. */
+  listen?: HostPort;
+  /** Default: the service's upstream database. */
+  database?: string;
+  auth: ClientAuthMethod;
+  /** Default: the binding's name. */
+  user?: string;
+  allowPasswordWithoutTls: boolean;
+  tls?: BindingTls;
+}
+
+/** Returned once, at creation and rotation: the password is not stored and cannot be read back. */
+export interface IssuedCredentials {
+  fqn: string;
+  user: string;
+  password: string;
+  uri: string;
+}
+
+export interface CatalogOptions {
+  /** Directory of the state store (`state_dir`); created when absent. */
+  stateDir: string;
+  /** The loaded config file, client passwords already turned into verifiers (prepareCredentials). */
+  fileConfig: SempipeConfig;
+}
+
+export type ChangeListener = (config: EffectiveConfig) => void;
+
+export interface Catalog {
+  effective(): EffectiveConfig;
+  /** A reloaded config file; fires onChange. */
+  setFileConfig(config: SempipeConfig): void;
+  /** Called after every committed change; returns a function that unsubscribes. */
+  onChange(listener: ChangeListener): () => void;
+  /** API bindings left out of effective() and why. */
+  problems(): { fqn: string; reason: string }[];
+  /** Change sequence of the state store (grows with every committed API change). */
+  sequence(): number;
+
+  listServices(): ServiceView[];
+  getService(fqn: string): ServiceView;
+  createService(service: ServiceConfig): ServiceView;
+  /** Replaces an API service; an absent upstream password keeps the current one. */
+  updateService(fqn: string, service: ServiceConfig): ServiceView;
+  deleteService(fqn: string): void;
+  rotateService(fqn: string, password: string): void;
+
+  listBindings(): BindingView[];
+  getBinding(fqn: string): BindingView;
+  createBinding(input: BindingInput): Promise<IssuedCredentials>;
+  rotateBinding(fqn: string): IssuedCredentials;
+  deleteBinding(fqn: string): void;
+
+  listPolicies(): PolicyView[];
+  getPolicy(fqn: string): PolicyView;
+  /** Creates or replaces an API policy from its file-shaped JSON; `created` tells which. */
+  putPolicy(fqn: string, document: unknown): { created: boolean; policy: PolicyView };
+  deletePolicy(fqn: string): void;
+
+  close(): void;
+}
+
+/** PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes. */
+const MAX_USER_LENGTH = 63;
+/** 24 random bytes: 192 bits, 32 URL-safe characters. */
+const PASSWORD_BYTES = 24;
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+
+interface Merged {
+  config: EffectiveConfig;
+  suspended: Map<string, string>;
+  source: Map<string, Source>;
+}
+
+export function openCatalog(opts: CatalogOptions): Catalog {
+  const store = openStateStore(opts.stateDir);
+  let file = opts.fileConfig;
+  const listeners = new Set<ChangeListener>();
+
+  const merged = (): Merged => merge(file, store);
+  const changed = (): void => {
+    const config = merged().config;
+    for (const listener of listeners) listener(config);
+  };
+
+  const fileOwns = (fqn: string): boolean =>
+    file.services.some((s) => s.fqn === fqn) || file.bindings.some((b) => b.fqn === fqn) || filePolicies(file).some((p) => p.fqn === fqn);
+  const refuseFileDefined = (fqn: string): void => {
+    if (fileOwns(fqn)) throw new CatalogError('conflict', `${fqn} is defined in the config file`);
+  };
+  const apiService = (fqn: string): ServiceConfig => {
+    checkFqn(fqn, 'service');
+    refuseFileDefined(fqn);
+    const s = store.services().find((x) => x.fqn === fqn);
+    if (s === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
+    return s;
+  };
+  const apiBinding = (fqn: string): StoredBinding => {
+    checkFqn(fqn, 'binding');
+    refuseFileDefined(fqn);
+    const b = store.bindings().find((x) => x.fqn === fqn);
+    if (b === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
+    return b;
+  };
+  const remove = (kind: ResourceKind, fqn: string): void => {
+    checkFqn(fqn, kind);
+    refuseFileDefined(fqn);
+    if (store.delete(kind, fqn) === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
+    changed();
+  };
+
+  const listBindings = (): BindingView[] => {
+    const m = merged();
+    const views = m.config.bindings.map((b) => bindingView(b, m.source.get(b.fqn)!));
+    for (const b of store.bindings()) {
+      const problem = m.suspended.get(b.fqn);
+      if (problem !== undefined) views.push({ ...bindingView(toBindingConfig(b), 'api'), active: false, problem });
+    }
+    return views.sort((a, b) => a.fqn.localeCompare(b.fqn));
+  };
+
+  const issue = (b: StoredBinding): { stored: StoredBinding; credentials: IssuedCredentials } => {
+    const password = randomBytes(PASSWORD_BYTES).toString('base64url');
+    const stored = { ...b, verifier: createScramVerifier(password) };
+    return { stored, credentials: { fqn: b.fqn, user: b.user, password, uri: connectionUri(stored, password) } };
+  };
+
+  return {
+    effective: () => merged().config,
+    setFileConfig(config) {
+      file = config;
+      changed();
+    },
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    problems: () => [...merged().suspended].map(([fqn, reason]) => ({ fqn, reason })),
+    sequence: () => store.sequence(),
+
+    listServices() {
+      const m = merged();
+      return m.config.services.map((s) => serviceView(s, m.source.get(s.fqn)!));
+    },
+    getService(fqn) {
+      checkFqn(fqn, 'service');
+      const m = merged();
+      const s = m.config.services.find((x) => x.fqn === fqn);
+      if (s === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
+      return serviceView(s, m.source.get(fqn)!);
+    },
+    createService(service) {
+      refuseFileDefined(service.fqn);
+      if (store.services().some((s) => s.fqn === service.fqn)) throw new CatalogError('conflict', `${service.fqn} already exists`);
+      store.putService(service);
+      changed();
+      return serviceView(service, 'api');
+    },
+    updateService(fqn, service) {
+      const current = apiService(fqn);
+      if (service.fqn !== fqn) throw new CatalogError('invalid', `the body names ${service.fqn}, the path ${fqn}`, 'fqn');
+      const password = service.upstream.password ?? current.upstream.password;
+      const next: ServiceConfig = { ...service, upstream: { ...service.upstream, ...(password !== undefined && { password }) } };
+      store.putService(next);
+      changed();
+      return serviceView(next, 'api');
+    },
+    deleteService(fqn) {
+      apiService(fqn);
+      const users = [...file.bindings, ...store.bindings()].filter((b) => b.service === fqn).map((b) => b.fqn);
+      if (users.length > 0) throw new CatalogError('conflict', `${fqn} is used by ${users.join(', ')}; delete those bindings first`);
+      remove('service', fqn);
+    },
+    rotateService(fqn, password) {
+      const current = apiService(fqn);
+      store.putService({ ...current, upstream: { ...current.upstream, password } });
+      changed();
+    },
+
+    listBindings,
+    getBinding(fqn) {
+      checkFqn(fqn, 'binding');
+      const found = listBindings().find((b) => b.fqn === fqn);
+      if (found === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
+      return found;
+    },
+    async createBinding(input) {
+      refuseFileDefined(input.fqn);
+      if (store.bindings().some((b) => b.fqn === input.fqn)) throw new CatalogError('conflict', `${input.fqn} already exists`);
+      const user = input.user ?? parseFqn(input.fqn, 'binding').name;
+      if (Buffer.byteLength(user) > MAX_USER_LENGTH) {
+        throw new CatalogError('invalid', `the client user "${user}" is longer than ${MAX_USER_LENGTH} bytes; give a shorter user`, 'user');
+      }
+      const listen = input.listen ?? { host: '127.0.0.1', port: await freePort('127.0.0.1', usedPorts(merged().config)) };
+      // Everything below is synchronous up to the commit: no other change can interleave.
+      const m = merged();
+      const service = m.config.services.find((s) => s.fqn === input.service);
+      if (service === undefined) throw new CatalogError('invalid', `unknown service "${input.service}"`, 'service');
+      const owner = listenerOwner(m.config, listen);
+      if (owner !== undefined) throw new CatalogError('conflict', `address ${formatHostPort(listen)} is already used by ${owner}`);
+      const { stored, credentials } = issue({
+        fqn: input.fqn,
+        service: input.service,
+        listen,
+        database: input.database ?? service.upstream.database,
+        auth: input.auth,
+        allowPasswordWithoutTls: input.allowPasswordWithoutTls,
+        ...(input.tls !== undefined && { tls: input.tls }),
+        user,
+        verifier: '',
+      });
+      store.putBinding(stored);
+      changed();
+      return credentials;
+    },
+    rotateBinding(fqn) {
+      const { stored, credentials } = issue(apiBinding(fqn));
+      store.putBinding(stored);
+      changed();
+      return credentials;
+    },
+    deleteBinding(fqn) {
+      remove('binding', fqn);
+    },
+
+    listPolicies() {
+      const m = merged();
+      return m.config.policies.map((p) => policyView(p, m.source.get(p.fqn)!));
+    },
+    getPolicy(fqn) {
+      checkFqn(fqn, 'policy');
+      const m = merged();
+      const p = m.config.policies.find((x) => x.fqn === fqn);
+      if (p === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
+      return policyView(p, m.source.get(fqn)!);
+    },
+    putPolicy(fqn, document) {
+      checkFqn(fqn, 'policy');
+      refuseFileDefined(fqn);
+      const body = typeof document === 'object' && document !== null && !Array.isArray(document) && !('fqn' in document) ? { fqn, ...document } : document;
+      const result = validatePolicy(body);
+      if (!result.success) {
+        const [first] = result.issues;
+        throw new CatalogError('invalid', first!.message, first!.path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? s : `.${s}`)).join(''));
+      }
+      if (result.policy.fqn !== fqn) throw new CatalogError('invalid', `the body names ${result.policy.fqn}, the path ${fqn}`, 'fqn');
+      const created = !store.policies().some((p) => p.fqn === fqn);
+      store.putPolicy({ fqn, document: body });
+      changed();
+      return { created, policy: policyView(result.policy, 'api') };
+    },
+    deletePolicy(fqn) {
+      remove('policy', fqn);
+    },
+
+    close: () => store.close(),
+  };
+}
+
+/** The file's policies; `policies` is optional until every config producer fills it in. */
+function filePolicies(config: SempipeConfig): PolicyDocument[] {
+  return (config as Partial<EffectiveConfig>).policies ?? [];
+}
+
+function checkFqn(fqn: string, type: FqnType): void {
+  try {
+    parseFqn(fqn, type);
+  } catch (err) {
+    if (err instanceof FqnError) throw new CatalogError('invalid', err.message, 'fqn');
+    throw err;
+  }
+}
+
+function merge(file: SempipeConfig, store: StateStore): Merged {
+  const source = new Map<string, Source>();
+  const services = structuredClone(file.services);
+  const bindings = structuredClone(file.bindings);
+  const policies = structuredClone(filePolicies(file));
+  for (const r of [...services, ...bindings, ...policies]) source.set(r.fqn, 'file');
+  const suspended = new Map<string, string>();
+
+  for (const s of store.services()) {
+    if (source.has(s.fqn)) continue;
+    services.push(s);
+    source.set(s.fqn, 'api');
+  }
+  const listeners = new Map<string, string>([[formatHostPort(file.admin.listen), 'the admin listener']]);
+  for (const b of bindings) listeners.set(formatHostPort(b.listen), `${b.fqn} (config file)`);
+  const serviceNames = new Set(services.map((s) => s.fqn));
+  for (const b of store.bindings()) {
+    if (source.has(b.fqn)) continue;
+    const address = formatHostPort(b.listen);
+    const owner = listeners.get(address);
+    if (!serviceNames.has(b.service)) {
+      suspended.set(b.fqn, `its service ${b.service} does not exist`);
+    } else if (owner !== undefined) {
+      suspended.set(b.fqn, `address ${address} is already used by ${owner}`);
+    } else {
+      bindings.push(toBindingConfig(b));
+      listeners.set(address, b.fqn);
+      source.set(b.fqn, 'api');
+    }
+  }
+  for (const p of store.policies()) {
+    if (source.has(p.fqn)) continue;
+    const result = validatePolicy(p.document);
+    // Stored documents were validated when they were put; one that a newer schema refuses is left out.
+    if (!result.success) continue;
+    policies.push(result.policy);
+    source.set(p.fqn, 'api');
+  }
+  return { config: { ...structuredClone(file), services, bindings, policies }, suspended, source };
+}
+
+function toBindingConfig(b: StoredBinding): BindingConfig {
+  return {
+    fqn: b.fqn,
+    service: b.service,
+    listen: b.listen,
+    database: b.database,
+    auth: b.auth,
+    allowPasswordWithoutTls: b.allowPasswordWithoutTls,
+    clients: [{ user: b.user, verifier: b.verifier }],
+    ...(b.tls !== undefined && { tls: b.tls }),
+  };
+}
+
+function listenerOwner(config: SempipeConfig, listen: HostPort): string | undefined {
+  const address = formatHostPort(listen);
+  if (formatHostPort(config.admin.listen) === address) return 'the admin listener';
+  return config.bindings.find((b) => formatHostPort(b.listen) === address)?.fqn;
+}
+
+function usedPorts(config: SempipeConfig): Set<number> {
+  return new Set([config.admin.listen.port, ...config.bindings.map((b) => b.listen.port)]);
+}
+
+/** A port the OS says is free on `host` and that no configured listener names. */
+async function freePort(host: string, taken: ReadonlySet<number>): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const server = createServer();
+      server.once('error', reject);
+      server.listen(0, host, () => {
+        const address = server.address();
+        server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+      });
+    });
+    if (!taken.has(port)) return port;
+  }
+}
+
+/** `postgres://user:password@host:port/database`, with sslmode=require when the binding demands TLS. */
+function connectionUri(b: StoredBinding, password: string): string {
+  const host = WILDCARD_HOSTS.has(b.listen.host) ? '127.0.0.1' : b.listen.host;
+  const hostPort = formatHostPort({ host, port: b.listen.port });
+  const query = b.tls?.required === true ? '?sslmode=require' : '';
+  return `postgres://${encodeURIComponent(b.user)}:${encodeURIComponent(password)}@${hostPort}/${encodeURIComponent(b.database)}${query}`;
+}
+
+function serviceView(s: ServiceConfig, source: Source): ServiceView {
+  const { password: _password, ...upstream } = s.upstream;
+  return { fqn: s.fqn, protocol: s.protocol, upstream, source };
+}
+
+function bindingView(b: BindingConfig, source: Source): BindingView {
+  return {
+    fqn: b.fqn,
+    service: b.service,
+    listen: formatHostPort(b.listen),
+    database: b.database,
+    auth: b.auth,
+    users: b.clients.map((c) => c.user),
+    ...(b.tls !== undefined && { tls: { required: b.tls.required } }),
+    source,
+    active: true,
+  };
+}
+
+/** The inverse of the policy schema's normalization, so that GET returns what PUT accepts. */
+function policyView(p: PolicyDocument, source: Source): PolicyView {
+  const limits: Record<string, unknown> = {};
+  if (p.limits.maxRows !== undefined) limits.max_rows = p.limits.maxRows;
+  if (p.limits.statementTimeoutMs !== undefined) limits.statement_timeout = `${p.limits.statementTimeoutMs}ms`;
+  if (p.limits.rate !== undefined) limits.rate = p.limits.rate;
+  if (p.limits.bindingRate !== undefined) limits.binding_rate = p.limits.bindingRate;
+  if (p.limits.maxSessions !== undefined) limits.max_sessions = p.limits.maxSessions;
+  return {
+    fqn: p.fqn,
+    realm: p.realm,
+    ...(p.allow !== undefined && { allow: { classes: p.allow.classes } }),
+    deny: p.deny,
+    read_only: p.readOnly,
+    side_effect_functions: p.sideEffectFunctions,
+    limits,
+    hooks: p.hooks.map((h) => ({ classes: h.classes, url: h.url, timeout: `${h.timeoutMs}ms`, on_error: h.onError })),
+    notifications: p.notifications,
+    source,
+  };
+}

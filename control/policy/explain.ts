@@ -1,0 +1,79 @@
+// The dry run behind the control API's `POST /v1/policies/explain`: which policies apply to a
+// subject, in order, what rules they add up to, and the verdict the engine would give one statement
+// text (rate limits and hooks are named but not exercised: they depend on traffic and on a server).
+import { compileRules, decideStatements, type BoundLimit, type PolicySubject } from './engine.js';
+import type { PolicyDocument } from './policy-schema.js';
+import type { Classification } from '../../protocols/postgres/sql-classify.js';
+
+export interface ExplainedLimit {
+  value: number;
+  policy: string;
+}
+
+export interface Explanation {
+  subject: PolicySubject;
+  /** Applicable policies, widest realm first. */
+  policies: Array<{ fqn: string; realm: string }>;
+  rules: {
+    deniedClasses: Array<{ class: string; rule: 'allow.classes' | 'deny.classes'; policy: string }>;
+    readOnly?: string;
+    deniedFunctions: string[];
+    deniedTables: string[];
+    limits: { maxRows?: ExplainedLimit; statementTimeoutMs?: ExplainedLimit; rate?: ExplainedLimit; bindingRate?: ExplainedLimit; maxSessions?: ExplainedLimit };
+    hooks: Array<{ classes: string[]; url: string; timeoutMs: number; onError: 'deny' | 'allow'; policy: string }>;
+    notifications: Array<{ classes: string[]; url: string; policy: string }>;
+  };
+  statements: Array<{ class: string; writes: boolean; tables: string[]; functions: string[] }>;
+  /** Why the text could not be parsed, when it could not (it is then classified `unknown`). */
+  parseError?: string;
+  verdict:
+    | { action: 'allow'; hooks: string[] }
+    | { action: 'deny'; code: string; message: string; rule: string; policy: string };
+}
+
+function limit(l: BoundLimit | undefined): ExplainedLimit | undefined {
+  return l === undefined ? undefined : { value: l.value, policy: l.policy };
+}
+
+export function explain(
+  policies: readonly PolicyDocument[],
+  subject: PolicySubject,
+  sql: string,
+  classify: (text: string) => Classification,
+): Explanation {
+  const rules = compileRules(policies, subject);
+  const classification = classify(sql);
+  const denial = decideStatements(rules, classification.statements);
+  const hooksToCall = new Set<string>();
+  for (const s of classification.statements) for (const h of rules.hooks.get(s.cls) ?? []) hooksToCall.add(h.url);
+  const limits: Explanation['rules']['limits'] = {};
+  for (const [key, value] of [
+    ['maxRows', rules.maxRows],
+    ['statementTimeoutMs', rules.statementTimeout],
+    ['rate', rules.rate],
+    ['bindingRate', rules.bindingRate],
+    ['maxSessions', rules.maxSessions],
+  ] as const) {
+    const l = limit(value);
+    if (l !== undefined) limits[key] = l;
+  }
+  return {
+    subject,
+    policies: rules.policies.map((p) => ({ fqn: p.fqn, realm: p.realm })),
+    rules: {
+      deniedClasses: [...rules.classDenials].map(([cls, d]) => ({ class: cls, rule: d.rule as 'allow.classes' | 'deny.classes', policy: d.policy })),
+      ...(rules.readOnly !== undefined && { readOnly: rules.readOnly }),
+      deniedFunctions: rules.policies.flatMap((p) => p.deny.functions),
+      deniedTables: rules.policies.flatMap((p) => p.deny.tables),
+      limits,
+      hooks: rules.policies.flatMap((p) => p.hooks.map((h) => ({ ...h, policy: p.fqn }))),
+      notifications: rules.policies.flatMap((p) => p.notifications.map((n) => ({ ...n, policy: p.fqn }))),
+    },
+    statements: classification.statements.map((s) => ({ class: s.cls, writes: s.writes, tables: [...s.tables], functions: [...s.functions] })),
+    ...(classification.error !== undefined && { parseError: classification.error }),
+    verdict:
+      denial === undefined
+        ? { action: 'allow', hooks: [...hooksToCall] }
+        : { action: 'deny', code: denial.code, message: denial.message, rule: denial.rule, policy: denial.policy },
+  };
+}
