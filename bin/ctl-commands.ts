@@ -165,6 +165,38 @@ function printCredentials(out: Output, body: unknown, verb: string): void {
   out.note(SECRET_HINT);
 }
 
+/** The verdict first, then what the statement was classified as, then the policies that applied. */
+function printExplanation(out: Output, body: Row): void {
+  const v = (body.verdict ?? {}) as Row;
+  const hooks = Array.isArray(v.hooks) && v.hooks.length > 0 ? ` after hooks ${v.hooks.join(', ')}` : '';
+  out.line(
+    v.action === 'deny'
+      ? `verdict: deny (${String(v.code)}) ${String(v.message)} [rule ${String(v.rule)}, ${String(v.policy)}]`
+      : `verdict: ${String(v.action)}${hooks}`,
+  );
+  if (typeof body.parseError === 'string') out.line(`parse error: ${body.parseError} (classified unknown)`);
+  out.line('');
+  out.table(
+    Array.isArray(body.statements) ? (body.statements as Row[]) : [],
+    [
+      { header: 'CLASS', value: (r) => r.class },
+      { header: 'WRITES', value: (r) => (r.writes === true ? 'yes' : 'no') },
+      { header: 'TABLES', value: (r) => r.tables },
+      { header: 'FUNCTIONS', value: (r) => r.functions },
+    ],
+    'no statements',
+  );
+  out.line('');
+  out.table(
+    Array.isArray(body.policies) ? (body.policies as Row[]) : [],
+    [
+      { header: 'POLICY (widest first)', value: (r) => r.fqn },
+      { header: 'REALM', value: (r) => r.realm },
+    ],
+    'no policy applies',
+  );
+}
+
 const serviceColumns: readonly Column<Row>[] = [
   { header: 'FQN', value: (r) => r.fqn },
   { header: 'PROTOCOL', value: (r) => r.protocol },
@@ -181,8 +213,9 @@ const bindingColumns: readonly Column<Row>[] = [
   { header: 'LISTEN', value: (r) => r.listen },
   { header: 'DATABASE', value: (r) => r.database },
   { header: 'AUTH', value: (r) => r.auth },
-  { header: 'USERS', value: (r) => r.users ?? r.user },
+  { header: 'USERS', value: (r) => r.users },
   { header: 'SOURCE', value: (r) => r.source },
+  { header: 'STATUS', value: (r) => (r.active === false ? `suspended: ${String(r.problem)}` : 'active') },
 ];
 
 const policyColumns: readonly Column<Row>[] = [
@@ -274,7 +307,7 @@ export const COMMANDS: readonly Command[] = [
       const request = { binding: fqnArg(str(options, 'binding')!, 'binding'), sql: str(options, 'sql')! };
       const { body } = await api.call('POST', path('policies', undefined, 'explain'), request);
       if (out.json) out.raw(body);
-      else out.resource(body);
+      else printExplanation(out, (body ?? {}) as Row);
     },
   },
   {

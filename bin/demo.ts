@@ -2,12 +2,15 @@
 // PostgreSQL (PGlite) with a sample schema, a sempipe binding in front of it with generated client
 // credentials, the admin listener with /metrics, and the audit log on stdout as statements arrive.
 import { randomBytes } from 'node:crypto';
+import { resolve } from 'node:path';
 import { createAuditLog } from '../control/audit.js';
 import { startAdminServer } from '../control/admin-server.js';
 import type { SempipeConfig } from '../control/config.js';
 import { createMetrics, localMetricsReader, METRICS_CONTENT_TYPE } from '../control/metrics.js';
 import { createOpsLog } from '../control/ops-log.js';
+import { PolicySet } from '../control/policy/policy-set.js';
 import { DataPlane } from '../proxy/data-plane.js';
+import { LocalSessionSlots } from '../proxy/session-slots.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { startDemoDatabase } from './demo-database.js';
 import { bindingSpecs, createStages, dataPlaneReporting, prepareCredentials, protocolHandlers } from './wiring.js';
@@ -46,11 +49,13 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         clients: [{ user, password }],
       },
     ],
+    policies: [],
+    stateDir: resolve('sempipe-data'),
   });
 
   const metrics = createMetrics();
   const audit = createAuditLog({ destination: 'stdout', maxStatementLength: config.audit.maxStatementLength });
-  const stages = createStages(metrics, audit);
+  const stages = createStages(metrics, audit, { policies: new PolicySet(config.policies), slots: new LocalSessionSlots(), workerCount: 1 });
   const plane = new DataPlane({
     workerIndex: 0,
     handlers: protocolHandlers,

@@ -1,18 +1,28 @@
 // Messages between the primary and its worker processes (node:cluster IPC).
 import type { SempipeConfig } from '../control/config.js';
+import type { SessionSummary } from '../proxy/session-registry.js';
 
 export type ToWorker =
   | { type: 'config'; generation: number; config: SempipeConfig }
   | { type: 'cancel'; processId: number; secretKey: number }
-  | { type: 'drain'; timeoutMs: number };
+  | { type: 'drain'; timeoutMs: number }
+  | { type: 'sessions'; requestId: number }
+  | { type: 'kill'; requestId: number; id: string }
+  | { type: 'slot-granted'; requestId: number; granted: boolean };
 
 export type ToPrimary =
   /** The worker listens for messages now (earlier ones would be lost): send it the config. */
   | { type: 'hello' }
   | { type: 'applied'; generation: number; failed: Array<{ fqn: string; address: string; error: string }> }
-  | { type: 'cancel'; worker: number; processId: number; secretKey: number };
+  | { type: 'cancel'; worker: number; processId: number; secretKey: number }
+  | { type: 'sessions-reply'; requestId: number; sessions: SessionSummary[] }
+  | { type: 'kill-reply'; requestId: number; found: boolean }
+  | { type: 'slot-acquire'; requestId: number; binding: string; limit: number }
+  | { type: 'slot-release'; binding: string };
 
 /** prom-client's cluster aggregation uses the same channel; its messages are not ours. */
 export function isOurs(msg: unknown): msg is { type: string } {
-  return typeof msg === 'object' && msg !== null && typeof (msg as { type?: unknown }).type === 'string';
+  if (typeof msg !== 'object' || msg === null) return false;
+  const type = (msg as { type?: unknown }).type;
+  return typeof type === 'string' && !type.startsWith('prom-client');
 }

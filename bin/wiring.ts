@@ -5,6 +5,10 @@ import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
 import { createAuditStage } from '../control/stages/audit-stage.js';
 import { createMetricsStage, recordUpstreamError } from '../control/stages/metrics-stage.js';
+import type { PolicySet } from '../control/policy/policy-set.js';
+import { createPolicyStage } from '../control/stages/policy-stage.js';
+import type { SessionSlots } from '../proxy/session-slots.js';
+import { classifySql } from '../protocols/postgres/sql-classify.js';
 import type { BindingSpec, ConnectionHandler, DataPlaneOptions } from '../proxy/data-plane.js';
 import type { StageFactory } from '../proxy/stage.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
@@ -34,9 +38,18 @@ export function prepareCredentials(config: SempipeConfig): SempipeConfig {
   return config;
 }
 
-export function createStages(metrics: Metrics, audit: AuditLog | undefined): StageFactory[] {
+/** What the policy stage needs from its process: the live policy set and session counting. */
+export interface PolicyWiring {
+  policies: PolicySet;
+  slots: SessionSlots;
+  /** Worker processes sharing the listeners (binding_rate is split between them). */
+  workerCount: number;
+}
+
+export function createStages(metrics: Metrics, audit: AuditLog | undefined, policy: PolicyWiring): StageFactory[] {
   const stages = [createMetricsStage(metrics)];
   if (audit !== undefined) stages.push(createAuditStage(audit));
+  stages.push(createPolicyStage({ ...policy, classify: classifySql, metrics }));
   return stages;
 }
 

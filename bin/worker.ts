@@ -6,7 +6,9 @@ import type { AuditLog } from '../control/audit.js';
 import { createAuditLog } from '../control/audit.js';
 import { createMetrics, enableWorkerMetrics } from '../control/metrics.js';
 import { createOpsLog } from '../control/ops-log.js';
+import { PolicySet } from '../control/policy/policy-set.js';
 import { DataPlane } from '../proxy/data-plane.js';
+import { LocalSessionSlots } from '../proxy/session-slots.js';
 import type { StageFactory } from '../proxy/stage.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
@@ -24,6 +26,10 @@ export async function runWorker(): Promise<void> {
   enableWorkerMetrics(metrics);
   let audit: AuditLog | undefined;
   let stages: StageFactory[] | undefined;
+  const policies = new PolicySet();
+  // Counts only this worker's sessions until the primary serves cross-worker slots.
+  const slots = new LocalSessionSlots();
+  const workerCount = Number(process.env.SEMPIPE_WORKER_COUNT ?? '1');
   const plane = new DataPlane({
     workerIndex,
     handlers: protocolHandlers,
@@ -43,8 +49,9 @@ export async function runWorker(): Promise<void> {
         if (stages === undefined) {
           const a = msg.config.audit;
           audit = a.enabled ? createAuditLog({ destination: a.destination, maxStatementLength: a.maxStatementLength }) : undefined;
-          stages = createStages(metrics, audit);
+          stages = createStages(metrics, audit, { policies, slots, workerCount });
         }
+        policies.update(msg.config.policies);
         const result = await plane.apply(bindingSpecs(msg.config, stages));
         send({ type: 'applied', generation: msg.generation, failed: result.failed });
         break;

@@ -7,6 +7,21 @@ export interface SessionStats {
   bytesOut: number;
 }
 
+/** One session as the control plane lists it. */
+export interface SessionSummary {
+  id: string;
+  binding: string;
+  service: string;
+  protocol: string;
+  user: string;
+  client: string;
+  database: string;
+  started: string;
+  statements: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
 export interface LiveSession {
   readonly info: SessionInfo;
   stats(): SessionStats;
@@ -37,6 +52,25 @@ export class SessionRegistry {
 
   all(): LiveSession[] {
     return [...this.sessions.values()];
+  }
+
+  summaries(): SessionSummary[] {
+    return this.all().map(({ info, stats }) => {
+      const st = stats();
+      return {
+        id: info.id,
+        binding: info.binding,
+        service: info.service,
+        protocol: info.protocol,
+        user: info.user,
+        client: info.clientAddress,
+        database: info.database,
+        started: new Date(info.startedAt).toISOString(),
+        statements: st.statements,
+        bytesIn: st.bytesIn,
+        bytesOut: st.bytesOut,
+      };
+    });
   }
 
   closeWhere(predicate: (s: LiveSession) => boolean, reason: EndReason): number {

@@ -7,7 +7,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from './ports.js';
 
-export const SEMPIPE_BIN = resolve(import.meta.dirname, '../../dist/bin/sempipe.js');
+/** The package root, whether this file runs from source (test/harness) or compiled (dist/test/harness). */
+const ROOT = resolve(import.meta.dirname, import.meta.dirname.split('/').includes('dist') ? '../../..' : '../..');
+export const SEMPIPE_BIN = resolve(ROOT, 'dist/bin/sempipe.js');
 
 export interface SempipeProcess {
   child: ChildProcess;

@@ -1,0 +1,50 @@
+// The worker side of the control messages that concern sessions: answering the primary's session
+// list and kill requests, and asking the primary for a binding's session slot (max_sessions counts
+// every worker's sessions, so only the primary can grant one).
+import type { DataPlane } from '../proxy/data-plane.js';
+import type { SessionSlots } from '../proxy/session-slots.js';
+import type { ToPrimary, ToWorker } from './ipc-messages.js';
+
+type Send = (m: ToPrimary) => void;
+
+/** Session slots granted by the primary over IPC. */
+export class IpcSessionSlots implements SessionSlots {
+  private nextId = 1;
+  private readonly waiting = new Map<number, (granted: boolean) => void>();
+
+  constructor(private readonly send: Send) {}
+
+  acquire(binding: string, limit: number): Promise<boolean> {
+    const requestId = this.nextId++;
+    return new Promise((resolve) => {
+      this.waiting.set(requestId, resolve);
+      this.send({ type: 'slot-acquire', requestId, binding, limit });
+    });
+  }
+
+  release(binding: string): void {
+    this.send({ type: 'slot-release', binding });
+  }
+
+  granted(requestId: number, granted: boolean): void {
+    this.waiting.get(requestId)?.(granted);
+    this.waiting.delete(requestId);
+  }
+}
+
+/** Handles the session-related messages; returns false for messages it does not know. */
+export function handleSessionMessage(msg: ToWorker, plane: DataPlane, slots: IpcSessionSlots, send: Send): boolean {
+  switch (msg.type) {
+    case 'sessions':
+      send({ type: 'sessions-reply', requestId: msg.requestId, sessions: plane.registry.summaries() });
+      return true;
+    case 'kill':
+      send({ type: 'kill-reply', requestId: msg.requestId, found: plane.killSession(msg.id) });
+      return true;
+    case 'slot-granted':
+      slots.granted(msg.requestId, msg.granted);
+      return true;
+    default:
+      return false;
+  }
+}
