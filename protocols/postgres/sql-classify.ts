@@ -13,6 +13,7 @@
 // - The result cache: a repeated statement must cost one Map lookup (lru-cache is not a
 //   dependency and reorders on every hit).
 
+import { classificationKey } from './sql-cache-key.js';
 import type {
   A_Const,
   CopyStmt,
@@ -248,7 +249,13 @@ let cachedChars = 0;
 
 /** Classifies every statement of `text`; never throws once initClassifier() has resolved. */
 export function classifySql(text: string): Classification {
-  const hit = cache.get(text);
+  const exact = cache.get(text);
+  if (exact !== undefined) {
+    exact.used = true;
+    return exact.value;
+  }
+  const key = classificationKey(text);
+  const hit = key === text ? undefined : cache.get(key);
   if (hit !== undefined) {
     hit.used = true;
     return hit.value;
@@ -259,8 +266,8 @@ export function classifySql(text: string): Classification {
     // Between a parser failure and its replacement loading (milliseconds): fail closed, uncached.
     return deepFreeze(failed(`SQL parser is restarting after a failure${instanceError === undefined ? '' : `: ${instanceError}`}`));
   }
-  const value = deepFreeze(classifyUncached(parser, text));
-  remember(text, value);
+  const value = deepFreeze(classifyUncached(parser, key));
+  remember(key, value);
   return value;
 }
 
