@@ -9,13 +9,15 @@ export interface AdminClientOptions {
   readonly token?: string;
 }
 
-/** The API refused the request; `message` is the API's own. */
+/** The API refused the request; `message` is the API's own, `path` the input field it names. */
 export class ApiError extends Error {
   override readonly name = 'ApiError';
   constructor(
     message: string,
     readonly status: number,
     readonly path?: string,
+    /** The resource of a multi-resource command (e.g. one policy of a file) the request was for. */
+    readonly subject?: string,
   ) {
     super(message);
   }

@@ -57,10 +57,10 @@ function str(options: OptionValues, name: string): string | undefined {
   return typeof v === 'string' ? v : undefined;
 }
 
-/** The rows of a list answer: `[...]` or `{ <collection>: [...] }`. */
+/** The rows of a list answer `{ <collection>: [...] }`. */
 function rowsOf(body: unknown, collection: string): Row[] {
-  const list = Array.isArray(body) ? body : (body as Record<string, unknown> | undefined)?.[collection];
-  if (!Array.isArray(list)) throw new Error(`unexpected answer from the API: expected a list of ${collection}`);
+  const list = (body as Record<string, unknown> | undefined)?.[collection];
+  if (!Array.isArray(list)) throw new Error(`unexpected answer from the API: expected { "${collection}": [...] }`);
   return list as Row[];
 }
 
@@ -133,7 +133,7 @@ function fileCommand(name: string, collection: string, type: FqnType, method: 'P
         const fqn = fqns[i]!;
         const target = method === 'PUT' ? path(collection, fqn) : path(collection);
         const { status, body } = await api.call(method, target, doc.body).catch((err: unknown) => {
-          throw err instanceof ApiError ? new ApiError(`${fqn}: ${err.message}`, err.status, err.path) : err;
+          throw err instanceof ApiError ? new ApiError(err.message, err.status, err.path, fqn) : err;
         });
         results.push(body);
         if (!out.json) out.line(`${fqn} ${status === 201 ? 'created' : 'updated'}`);
@@ -231,8 +231,8 @@ const sessionColumns: readonly Column<Row>[] = [
   { header: 'ID', value: (r) => r.id },
   { header: 'BINDING', value: (r) => r.binding },
   { header: 'USER', value: (r) => r.user },
-  { header: 'CLIENT', value: (r) => r.client },
-  { header: 'STARTED', value: (r) => r.started },
+  { header: 'CLIENT', value: (r) => r.client_address },
+  { header: 'STARTED', value: (r) => r.started_at },
   { header: 'STATEMENTS', value: (r) => r.statements },
   { header: 'BYTES-IN', value: (r) => r.bytes_in },
   { header: 'BYTES-OUT', value: (r) => r.bytes_out },
@@ -318,10 +318,11 @@ export const COMMANDS: readonly Command[] = [
     options: ['binding'],
     async run({ api, out, options }) {
       const binding = str(options, 'binding');
-      const query = binding === undefined ? '' : `?binding=${encodeURIComponent(fqnArg(binding, 'binding'))}`;
-      const { body } = await api.call('GET', `${path('sessions')}${query}`);
-      if (out.json) out.raw(body);
-      else out.table(rowsOf(body, 'sessions'), sessionColumns, 'no sessions');
+      const only = binding === undefined ? undefined : fqnArg(binding, 'binding');
+      const { body } = await api.call('GET', path('sessions'));
+      const sessions = rowsOf(body, 'sessions').filter((r) => only === undefined || r.binding === only);
+      if (out.json) out.raw({ sessions });
+      else out.table(sessions, sessionColumns, 'no sessions');
     },
   },
   {

@@ -23,7 +23,7 @@ export function readDocuments(file: string, listKey: string): NamedDocument[] {
   }
   let doc: unknown;
   try {
-    doc = parse(text);
+    doc = parse(text, { logLevel: 'error' });
   } catch (err) {
     throw new DocumentError(`${file}: ${(err as Error).message}`);
   }

@@ -19,7 +19,8 @@ export interface Output {
   resource(body: unknown): void;
 }
 
-export function createOutput(json: boolean, stdout: NodeJS.WriteStream = process.stdout, stderr: NodeJS.WriteStream = process.stderr): Output {
+export function createOutput(json: boolean): Output {
+  const { stdout, stderr } = process;
   const color = stdout.isTTY === true && process.env.NO_COLOR === undefined;
   const line = (text: string): void => void stdout.write(`${text}\n`);
   return {

@@ -53,7 +53,7 @@ export async function runCtl(argv: string[]): Promise<number> {
     return 0;
   }
   const command = COMMANDS.find((c) => c.name === `${group} ${action}`);
-  if (command === undefined) return usage(`unknown command "${[group, action].join(' ')}"`);
+  if (command === undefined) return usage(`unknown command "${positionals.slice(0, 2).join(' ')}"`);
   const problem = commandLineProblem(command, args, values);
   if (problem !== undefined) return usage(problem, command);
 
@@ -87,7 +87,7 @@ function commandLineProblem(command: Command, args: readonly string[], values: R
 }
 
 function apiErrorText(err: ApiError, hadToken: boolean): string {
-  const where = err.path === undefined || err.message.includes(err.path) ? '' : `${err.path}: `;
+  const where = [err.subject, err.path].filter((x) => x !== undefined).map((x) => `${x}: `).join('');
   const hint = err.status === 401 && !hadToken ? '; set --token or SEMPIPE_ADMIN_TOKEN' : '';
   return `${where}${err.message}${hint} (HTTP ${err.status})`;
 }

@@ -10,6 +10,7 @@ import { createClusterMetricsReader, METRICS_CONTENT_TYPE } from '../control/met
 import { createOpsLog } from '../control/ops-log.js';
 import { MAX_WORKERS } from '../proxy/cancel-keys.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
+import { PrimaryControl, type WorkerChannel } from './primary-control.js';
 import { prepareCredentials } from './wiring.js';
 
 export interface ProxyOptions {
@@ -42,14 +43,17 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
     if (slot.worker.isConnected()) slot.worker.send(msg);
   };
   const broadcast = (msg: ToWorker): void => slots.forEach((s) => send(s, msg));
+  const channel = (slot: WorkerSlot): WorkerChannel => ({ index: slot.index, send: (m) => send(slot, m) });
+  const control = new PrimaryControl(() => [...slots.values()].filter((s) => s.worker.isConnected()).map(channel));
 
   const fork = (index: number): void => {
-    const worker = cluster.fork({ SEMPIPE_WORKER_INDEX: String(index) });
+    const worker = cluster.fork({ SEMPIPE_WORKER_INDEX: String(index), SEMPIPE_WORKER_COUNT: String(count) });
     const slot: WorkerSlot = { index, worker, appliedGeneration: 0, failed: false };
     slots.set(index, slot);
     worker.on('message', (msg: unknown) => {
       if (!isOurs(msg)) return;
       const m = msg as ToPrimary;
+      if (control.onWorkerMessage(channel(slot), m)) return;
       if (m.type === 'hello') {
         send(slot, { type: 'config', generation, config });
       } else if (m.type === 'applied') {
@@ -62,6 +66,7 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
       }
     });
     worker.on('exit', (code, signal) => {
+      control.onWorkerExit(index);
       if (shuttingDown || slots.get(index) !== slot) return;
       log.error({ worker: index, code, signal }, 'worker died; restarting it');
       fork(index);

@@ -7,17 +7,30 @@ import type { ToPrimary, ToWorker } from './ipc-messages.js';
 
 type Send = (m: ToPrimary) => void;
 
+const SLOT_TIMEOUT_MS = 2000;
+
 /** Session slots granted by the primary over IPC. */
 export class IpcSessionSlots implements SessionSlots {
   private nextId = 1;
   private readonly waiting = new Map<number, (granted: boolean) => void>();
+  /** Bindings of requests given up on, so a grant arriving late is handed back. */
+  private readonly abandoned = new Map<number, string>();
 
   constructor(private readonly send: Send) {}
 
+  /** Fails closed: no answer from the primary within the timeout means no slot. */
   acquire(binding: string, limit: number): Promise<boolean> {
     const requestId = this.nextId++;
     return new Promise((resolve) => {
-      this.waiting.set(requestId, resolve);
+      const timer = setTimeout(() => {
+        this.waiting.delete(requestId);
+        this.abandoned.set(requestId, binding);
+        resolve(false);
+      }, SLOT_TIMEOUT_MS);
+      this.waiting.set(requestId, (granted) => {
+        clearTimeout(timer);
+        resolve(granted);
+      });
       this.send({ type: 'slot-acquire', requestId, binding, limit });
     });
   }
@@ -27,8 +40,15 @@ export class IpcSessionSlots implements SessionSlots {
   }
 
   granted(requestId: number, granted: boolean): void {
-    this.waiting.get(requestId)?.(granted);
+    const waiter = this.waiting.get(requestId);
     this.waiting.delete(requestId);
+    if (waiter !== undefined) {
+      waiter(granted);
+      return;
+    }
+    const binding = this.abandoned.get(requestId);
+    this.abandoned.delete(requestId);
+    if (granted && binding !== undefined) this.release(binding);
   }
 }
 

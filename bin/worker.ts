@@ -8,10 +8,10 @@ import { createMetrics, enableWorkerMetrics } from '../control/metrics.js';
 import { createOpsLog } from '../control/ops-log.js';
 import { PolicySet } from '../control/policy/policy-set.js';
 import { DataPlane } from '../proxy/data-plane.js';
-import { LocalSessionSlots } from '../proxy/session-slots.js';
 import type { StageFactory } from '../proxy/stage.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
+import { handleSessionMessage, IpcSessionSlots } from './worker-control.js';
 import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers } from './wiring.js';
 
 export async function runWorker(): Promise<void> {
@@ -27,8 +27,8 @@ export async function runWorker(): Promise<void> {
   let audit: AuditLog | undefined;
   let stages: StageFactory[] | undefined;
   const policies = new PolicySet();
-  // Counts only this worker's sessions until the primary serves cross-worker slots.
-  const slots = new LocalSessionSlots();
+  // max_sessions counts every worker's sessions: the primary grants the slots.
+  const slots = new IpcSessionSlots(send);
   const workerCount = Number(process.env.SEMPIPE_WORKER_COUNT ?? '1');
   const plane = new DataPlane({
     workerIndex,
@@ -67,6 +67,8 @@ export async function runWorker(): Promise<void> {
   };
   process.on('message', (msg: unknown) => {
     if (!isOurs(msg)) return;
+    // Session list, kill and slot answers are served at once, not behind a config being applied.
+    if (handleSessionMessage(msg as ToWorker, plane, slots, send)) return;
     queue = queue.then(() => handle(msg as ToWorker)).catch((err: unknown) => log.error({ err: String(err) }, 'worker message failed'));
   });
   send({ type: 'hello' });

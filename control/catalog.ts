@@ -14,9 +14,6 @@ import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
 import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
 
-/** The config the workers run: the file's resources and the API's, policies normalized. */
-export type EffectiveConfig = SempipeConfig & { policies: PolicyDocument[] };
-
 export type Source = 'file' | 'api';
 
 export type CatalogErrorCode = 'invalid' | 'not_found' | 'conflict';
@@ -89,10 +86,10 @@ export interface CatalogOptions {
   fileConfig: SempipeConfig;
 }
 
-export type ChangeListener = (config: EffectiveConfig) => void;
+export type ChangeListener = (config: SempipeConfig) => void;
 
 export interface Catalog {
-  effective(): EffectiveConfig;
+  effective(): SempipeConfig;
   /** A reloaded config file; fires onChange. */
   setFileConfig(config: SempipeConfig): void;
   /** Called after every committed change; returns a function that unsubscribes. */
@@ -132,7 +129,7 @@ const PASSWORD_BYTES = 24;
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
 
 interface Merged {
-  config: EffectiveConfig;
+  config: SempipeConfig;
   suspended: Map<string, string>;
   source: Map<string, Source>;
 }
@@ -149,7 +146,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
   };
 
   const fileOwns = (fqn: string): boolean =>
-    file.services.some((s) => s.fqn === fqn) || file.bindings.some((b) => b.fqn === fqn) || filePolicies(file).some((p) => p.fqn === fqn);
+    file.services.some((s) => s.fqn === fqn) || file.bindings.some((b) => b.fqn === fqn) || file.policies.some((p) => p.fqn === fqn);
   const refuseFileDefined = (fqn: string): void => {
     if (fileOwns(fqn)) throw new CatalogError('conflict', `${fqn} is defined in the config file`);
   };
@@ -181,7 +178,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       const problem = m.suspended.get(b.fqn);
       if (problem !== undefined) views.push({ ...bindingView(toBindingConfig(b), 'api'), active: false, problem });
     }
-    return views.sort((a, b) => a.fqn.localeCompare(b.fqn));
+    return views;
   };
 
   const issue = (b: StoredBinding): { stored: StoredBinding; credentials: IssuedCredentials } => {
@@ -322,11 +319,6 @@ export function openCatalog(opts: CatalogOptions): Catalog {
   };
 }
 
-/** The file's policies; `policies` is optional until every config producer fills it in. */
-function filePolicies(config: SempipeConfig): PolicyDocument[] {
-  return (config as Partial<EffectiveConfig>).policies ?? [];
-}
-
 function checkFqn(fqn: string, type: FqnType): void {
   try {
     parseFqn(fqn, type);
@@ -340,7 +332,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
   const source = new Map<string, Source>();
   const services = structuredClone(file.services);
   const bindings = structuredClone(file.bindings);
-  const policies = structuredClone(filePolicies(file));
+  const policies = structuredClone(file.policies);
   for (const r of [...services, ...bindings, ...policies]) source.set(r.fqn, 'file');
   const suspended = new Map<string, string>();
 

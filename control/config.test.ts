@@ -159,6 +159,8 @@ bindings:
           tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), required: false },
         },
       ],
+      policies: [],
+      stateDir: join(dir, 'sempipe-data'),
     };
     expect(config).toEqual(expected);
   });

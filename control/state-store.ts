@@ -32,7 +32,6 @@ export interface StoredPolicy {
 export type ResourceKind = 'service' | 'binding' | 'policy';
 
 export interface StateStore {
-  readonly file: string;
   services(): ServiceConfig[];
   bindings(): StoredBinding[];
   policies(): StoredPolicy[];
@@ -153,7 +152,6 @@ export function openStateStore(stateDir: string): StateStore {
   });
 
   return {
-    file,
     services: () => db.prepare<[], { doc: string }>('SELECT doc FROM services ORDER BY fqn').all().map((r) => JSON.parse(r.doc) as ServiceConfig),
     bindings: () =>
       db

@@ -65,14 +65,21 @@ export class SessionPipeline {
   }
 }
 
-function runFrom(stages: Stage[], from: number, session: SessionInfo, event: StatementEvent): Verdict | Promise<Verdict> {
+// A forward verdict carrying a tracker (limits, follow-up) is kept and returned when no later stage
+// refuses; with several, the last one wins.
+function runFrom(stages: Stage[], from: number, session: SessionInfo, event: StatementEvent, carried: Verdict = FORWARD): Verdict | Promise<Verdict> {
+  let result = carried;
   for (let i = from; i < stages.length; i++) {
     const v = stages[i].onStatement!(session, event);
     if (v === undefined || v === FORWARD) continue;
     if (v instanceof Promise) {
-      return v.then((settled) => (settled.action === 'forward' ? runFrom(stages, i + 1, session, event) : settled));
+      const before = result;
+      return v.then((settled) =>
+        settled.action !== 'forward' ? settled : runFrom(stages, i + 1, session, event, settled.tracker === undefined ? before : settled),
+      );
     }
     if (v.action !== 'forward') return v;
+    if (v.tracker !== undefined) result = v;
   }
-  return FORWARD;
+  return result;
 }

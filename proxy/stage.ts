@@ -26,8 +26,12 @@ export interface SessionInfo {
 export interface StatementEvent {
   /** Statement text (for PostgreSQL: the Query string or the Parse query). */
   readonly text: string;
-  /** How it arrived: a simple query, a Parse of the extended protocol, or an HTTP request line. */
-  readonly kind: 'simple' | 'parse' | 'request';
+  /**
+   * How it arrived: a simple query, a Parse of the extended protocol, a Bind of a statement
+   * prepared earlier (judged again: policy may have changed, and each execution counts), or an
+   * HTTP request line.
+   */
+  readonly kind: 'simple' | 'parse' | 'bind' | 'request';
   /** process.hrtime.bigint() when the statement's frame was read. */
   readonly receivedAt: bigint;
 }

@@ -9,7 +9,6 @@ export type ApiErrorCode =
   | 'forbidden'
   | 'method_not_allowed'
   | 'payload_too_large'
-  | 'not_implemented'
   | 'internal';
 
 const STATUS: Readonly<Record<ApiErrorCode, number>> = {
@@ -21,7 +20,6 @@ const STATUS: Readonly<Record<ApiErrorCode, number>> = {
   conflict: 409,
   payload_too_large: 413,
   internal: 500,
-  not_implemented: 501,
 };
 
 export class ApiError extends Error {

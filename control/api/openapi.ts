@@ -53,7 +53,19 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
   },
   Policy: { type: 'object', description: 'A policy as in sempipe.yaml, plus source', required: ['fqn', 'realm', 'source'], properties: { fqn: str, realm: str, source } },
   PolicyList: { type: 'object', required: ['policies'], properties: { policies: { type: 'array', items: ref('Policy') } } },
-  Explanation: { type: 'object', description: 'The policies and rules that apply, and the verdict' },
+  Explanation: {
+    type: 'object',
+    description: 'The policies and rules that apply, the statements as classified, and the verdict',
+    required: ['subject', 'policies', 'rules', 'statements', 'verdict'],
+    properties: {
+      subject: { type: 'object', properties: { binding: str, service: str, job: str } },
+      policies: { type: 'array', items: { type: 'object', properties: { fqn: str, realm: str } } },
+      rules: { type: 'object' },
+      statements: { type: 'array', items: { type: 'object', properties: { class: str, writes: bool, tables: strings, functions: strings } } },
+      parseError: str,
+      verdict: { type: 'object', required: ['action'], properties: { action: { type: 'string', enum: ['allow', 'deny'] }, code: str, message: str, rule: str, policy: str, hooks: strings } },
+    },
+  },
   Session: {
     type: 'object',
     required: ['id', 'binding', 'user', 'client_address', 'started_at', 'statements', 'bytes_in', 'bytes_out'],

@@ -1,9 +1,21 @@
 // Control-API routes for policies: list, get, create or replace (PUT), delete, and the dry-run
-// explain (which policies and rules would apply to a statement on a binding, and the verdict).
+// explain (which policies and rules would apply to a statement on a binding, and the verdict,
+// from the policy engine and the SQL classifier the workers use).
+import { explain } from '../policy/explain.js';
+import { classifierReady, classifySql, initClassifier } from '../../protocols/postgres/sql-classify.js';
 import { readJsonBody } from './body.js';
-import { ApiError, sendJson, sendNoContent } from './errors.js';
+import { sendJson, sendNoContent } from './errors.js';
 import type { Route } from './route.js';
 import { explainBody, parseBody, policyBody } from './schemas.js';
+
+let classifierLoading: Promise<void> | undefined;
+
+/** The primary loads the SQL parser on the first explain only; workers load their own. */
+function classifier(): Promise<void> {
+  if (classifierReady()) return Promise.resolve();
+  classifierLoading ??= initClassifier();
+  return classifierLoading;
+}
 
 export const policyRoutes: readonly Route[] = [
   {
@@ -26,13 +38,12 @@ export const policyRoutes: readonly Route[] = [
           200: { description: 'The explanation', schema: 'Explanation' },
           400: { description: 'Invalid body', schema: 'Error' },
           404: { description: 'No such binding', schema: 'Error' },
-          501: { description: 'No policy engine is wired in', schema: 'Error' },
         },
         handle: async (ctx, req, res) => {
-          const input = parseBody(explainBody, await readJsonBody(req));
-          if (ctx.explain === undefined) throw new ApiError('not_implemented', 'explain is not available: no policy engine is wired into this control API');
-          ctx.catalog.getBinding(input.binding);
-          sendJson(res, 200, await ctx.explain(input, ctx.catalog.effective()));
+          const { binding, sql } = parseBody(explainBody, await readJsonBody(req));
+          const { service } = ctx.catalog.getBinding(binding);
+          await classifier();
+          sendJson(res, 200, explain(ctx.catalog.effective().policies, { binding, service }, sql, classifySql));
         },
       },
     },

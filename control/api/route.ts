@@ -2,8 +2,7 @@
 // the handler with the facts the OpenAPI document is built from (summary, body schema, answers).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
-import type { Catalog, EffectiveConfig } from '../catalog.js';
-import type { ExplainInput } from './schemas.js';
+import type { Catalog } from '../catalog.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
@@ -28,13 +27,11 @@ export interface SessionDirectory {
   kill(id: string): Promise<boolean>;
 }
 
-/** The policy engine's dry run: which policies and rules apply to a statement on a binding, and the verdict. */
-export type Explain = (input: ExplainInput, config: EffectiveConfig) => unknown;
-
 export interface ApiContext {
   readonly catalog: Catalog;
   readonly sessions: SessionDirectory;
-  readonly explain?: Explain;
+  /** The bearer token in force (it may change on reload); undefined = no token, loopback only. */
+  readonly token: () => string | undefined;
 }
 
 export interface Operation {

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { bindingRoutes } from './bindings.js';
 import { checkBearer, isLoopback } from './auth.js';
+import { handleDataPlaneWatch } from './dataplane-watch.js';
 import { ApiError, sendError } from './errors.js';
 import { createOpenApiDocument } from './openapi.js';
 import { policyRoutes } from './policies.js';
@@ -13,17 +14,27 @@ import type { ApiContext, Method, Route } from './route.js';
 import { serviceRoutes } from './services.js';
 import { sessionRoutes } from './sessions.js';
 
-export type { ApiContext, Explain, SessionDirectory, SessionSummary } from './route.js';
+export type { ApiContext, SessionDirectory, SessionSummary } from './route.js';
 
 export interface ApiHandlerOptions extends ApiContext {
-  /** The bearer token in force (it may change on reload); undefined = no token, loopback only. */
-  readonly token: () => string | undefined;
   /** Shown in the OpenAPI document. */
   readonly version?: string;
 }
 
+/** The stream remote data planes follow (control/api/dataplane-watch.ts); it checks the token itself. */
+const watchRoute: Route = {
+  path: '/v1/dataplane/watch',
+  methods: {
+    GET: {
+      summary: 'Server-sent events for remote data planes: a `snapshot` of the realm (query parameter realm, default ::/) now and after every change',
+      responses: { 200: { description: 'text/event-stream of snapshot events' }, 400: { description: 'Invalid realm', schema: 'Error' } },
+      handle: async (ctx, req, res) => handleDataPlaneWatch(req, res, new URL(req.url ?? '/', 'http://localhost'), ctx.catalog, ctx.token()),
+    },
+  },
+};
+
 /** Exact paths before templates; among templates, longer literal suffixes first ("/rotate"). */
-export const API_ROUTES: readonly Route[] = [...serviceRoutes, ...bindingRoutes, ...policyRoutes, ...sessionRoutes];
+export const API_ROUTES: readonly Route[] = [...serviceRoutes, ...bindingRoutes, ...policyRoutes, ...sessionRoutes, watchRoute];
 
 interface Match {
   route: Route;

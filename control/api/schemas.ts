@@ -84,8 +84,6 @@ export const rotateServiceBody = z.strictObject({ password: nonEmpty });
 
 export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty });
 
-export type ExplainInput = z.output<typeof explainBody>;
-
 function formatPath(path: readonly PropertyKey[]): string {
   return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? String(s) : `.${String(s)}`)).join('');
 }

@@ -84,6 +84,9 @@ export interface CompiledRules {
   readonly sideEffects: NameTable;
   readonly deniedFunctions: NameTable;
   readonly deniedTables: TableTable;
+  /** Whether any function (denied or side-effect) or table must be looked up at all. */
+  readonly checksFunctions: boolean;
+  readonly checksTables: boolean;
   readonly maxRows: BoundLimit | undefined;
   readonly statementTimeout: BoundLimit | undefined;
   readonly rate: BoundLimit | undefined;
@@ -262,6 +265,8 @@ export function compileRules(policies: readonly PolicyDocument[], subject: Polic
   return {
     policies: applicable,
     judges,
+    checksFunctions: !isEmpty(deniedFunctions) || readOnly !== undefined,
+    checksTables: !isEmpty(deniedTables) || deniedTables.schemas.size > 0,
     classDenials,
     otherClassDenial,
     readOnly,
@@ -285,8 +290,14 @@ export function decideStatement(rules: CompiledRules, s: StatementFacts): Denial
   const classDenial = rules.classDenials.get(s.cls);
   if (classDenial !== undefined) return classDenial;
   if (rules.otherClassDenial !== undefined && !KNOWN_CLASSES.has(s.cls)) return rules.otherClassDenial;
+  if (rules.readOnly !== undefined && s.writes) {
+    return createDenial(rules.readOnly, `the statement (class "${s.cls}") writes and the session is read-only`, 'read_only');
+  }
+  return (rules.checksFunctions ? functionDenial(rules, s) : undefined) ?? tableDenial(rules, s);
+}
+
+function functionDenial(rules: CompiledRules, s: StatementFacts): Denial | undefined {
   if (rules.readOnly !== undefined) {
-    if (s.writes) return createDenial(rules.readOnly, `the statement (class "${s.cls}") writes and the session is read-only`, 'read_only');
     for (const f of s.functions) {
       if (lookupName(rules.sideEffects, f) !== undefined) {
         return createDenial(rules.readOnly, `function "${f}" has side effects and the session is read-only`, 'read_only');
@@ -297,6 +308,11 @@ export function decideStatement(rules: CompiledRules, s: StatementFacts): Denial
     const policy = lookupName(rules.deniedFunctions, f);
     if (policy !== undefined) return createDenial(policy, `function "${f}" is denied`, 'deny.functions');
   }
+  return undefined;
+}
+
+function tableDenial(rules: CompiledRules, s: StatementFacts): Denial | undefined {
+  if (!rules.checksTables) return undefined;
   for (const t of s.tables) {
     const policy = lookupTable(rules.deniedTables, t);
     if (policy !== undefined) return createDenial(policy, `table "${t}" is denied`, 'deny.tables');

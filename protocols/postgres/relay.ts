@@ -48,19 +48,32 @@ const BACKEND_COUNTED = frameTypeSet([BackendCode.DataRow]);
 
 /** Text the server is asked to parse in place of a refused statement; it can never parse. */
 const REFUSED_SQL = 'SEMPIPE POLICY REFUSED THIS STATEMENT';
+/** Statement name a refused Bind is redirected to; no client can have prepared it. */
+const REFUSED_STATEMENT = '\u0001sempipe refused';
 
 const enum EntryKind {
   /** A simple Query (or FunctionCall): ends at ReadyForQuery, may complete several commands. */
   Simple,
   /** An Execute of the extended protocol: ends at CommandComplete/EmptyQuery/PortalSuspended/Error. */
   Execute,
-  /** A refused Parse (sent as an unparsable statement): ends at its ErrorResponse or ReadyForQuery. */
-  RefusedParse,
+  /** A refused Parse or Bind (sent as one that must fail): ends at its ErrorResponse or ReadyForQuery. */
+  Refused,
   /** A Sync: ends at ReadyForQuery. */
   Sync,
 }
 
 type Limit = 'max_rows' | 'statement_timeout';
+type StatementKind = 'simple' | 'parse' | 'bind';
+
+/** A prepared statement or portal: its text and the limits its last verdict attached. */
+interface Prepared {
+  text: string;
+  tracker: StatementTracker | undefined;
+  /** Judged at Parse and not bound since: its first Bind needs no second verdict. */
+  fresh: boolean;
+}
+
+const UNKNOWN_PREPARED: Prepared = { text: '', tracker: undefined, fresh: false };
 
 /** One request awaiting its response, in the order the upstream will answer. */
 interface Pending {
@@ -83,8 +96,8 @@ interface Pending {
 export interface RelayOptions {
   maxMessageSize: number;
   serviceFqn: string;
-  /** Sends a CancelRequest for this session's upstream backend. */
-  cancelUpstream(): void;
+  /** Sends a CancelRequest for this session's upstream backend; settles once the server took it. */
+  cancelUpstream(): Promise<void>;
   onEnd(reason: EndReason, message?: string): void;
 }
 
@@ -94,13 +107,18 @@ export class PgRelay {
   private readonly frontend: FrameScanner;
   private readonly backend: FrameScanner;
   private readonly pending: Pending[] = [];
-  /** Prepared statement name -> query text; portal name -> query text. */
-  private readonly statements = new Map<string, string>();
-  private readonly portals = new Map<string, string>();
+  private readonly statements = new Map<string, Prepared>();
+  private readonly portals = new Map<string, Prepared>();
   private lastParseText = '';
   private txStatus = 'I';
   private upstreamBlocked = false;
   private awaitingVerdict = false;
+  /**
+   * A limit cancelled a statement upstream: the client's next requests wait until the server has
+   * taken the cancel and answered the statement, so a cancel that arrives late hits nothing (an
+   * idle backend ignores it) rather than the client's next statement.
+   */
+  private cancelHold: { entry: Pending; cancelled: boolean } | undefined;
   private ended = false;
   private clientTerminated = false;
   /** The upstream sent a FATAL error: the client already knows why the session ends. */
@@ -202,13 +220,19 @@ export class PgRelay {
       case FrontendCode.Bind: {
         const names = decodeBindNames(frame);
         if (names === undefined) return this.malformed('Bind');
-        this.portals.set(names.portal, this.statements.get(names.statement) ?? '');
-        break;
+        const stmt = this.statements.get(names.statement) ?? UNKNOWN_PREPARED;
+        if (stmt.fresh || stmt === UNKNOWN_PREPARED || !this.pipeline.judgesStatements) {
+          if (stmt.fresh) stmt.fresh = false;
+          this.portals.set(names.portal, stmt);
+          break;
+        }
+        return this.judge(stmt.text, 'bind', frame, end, assembled, names.portal);
       }
       case FrontendCode.Execute: {
         const portal = decodeExecutePortal(frame);
         if (portal === undefined) return this.malformed('Execute');
-        this.push(EntryKind.Execute, this.portals.get(portal) ?? '', process.hrtime.bigint(), 0n, undefined, undefined);
+        const p = this.portals.get(portal) ?? UNKNOWN_PREPARED;
+        this.push(EntryKind.Execute, p.text, process.hrtime.bigint(), 0n, p.tracker, undefined);
         break;
       }
       case FrontendCode.Close: {
@@ -231,7 +255,7 @@ export class PgRelay {
   }
 
   /** Runs the statement stages and applies the verdict to the frame that carried the statement. */
-  private judge(text: string, kind: 'simple' | 'parse', frame: Buffer, end: number, assembled: boolean, name: string): boolean {
+  private judge(text: string, kind: StatementKind, frame: Buffer, end: number, assembled: boolean, name: string): boolean {
     const receivedAt = process.hrtime.bigint();
     if (!this.pipeline.judgesStatements) {
       this.accept(text, kind, name, receivedAt, undefined);
@@ -263,7 +287,7 @@ export class PgRelay {
     return true;
   }
 
-  private resumeAfterVerdict(v: Verdict, text: string, kind: 'simple' | 'parse', frame: Buffer, name: string, receivedAt: bigint, chunk: Buffer, end: number): void {
+  private resumeAfterVerdict(v: Verdict, text: string, kind: StatementKind, frame: Buffer, name: string, receivedAt: bigint, chunk: Buffer, end: number): void {
     this.awaitingVerdict = false;
     if (this.ended) return;
     if (v.action === 'close') {
@@ -276,7 +300,7 @@ export class PgRelay {
   }
 
   /** Sends the statement frame upstream, or its unparsable stand-in when refused. */
-  private apply(v: Verdict, text: string, kind: 'simple' | 'parse', frame: Buffer, name: string, receivedAt: bigint): void {
+  private apply(v: Verdict, text: string, kind: StatementKind, frame: Buffer, name: string, receivedAt: bigint): void {
     if (v.action === 'forward') {
       this.accept(text, kind, name, receivedAt, v.tracker);
       this.writeUpstream(frame);
@@ -288,18 +312,16 @@ export class PgRelay {
       this.push(EntryKind.Simple, text, receivedAt, judgedNs, undefined, refusal);
       this.writeUpstream(queryFrame(REFUSED_SQL));
     } else {
-      this.push(EntryKind.RefusedParse, text, receivedAt, judgedNs, undefined, refusal);
-      this.writeUpstream(parseFrame(name, REFUSED_SQL));
+      this.push(EntryKind.Refused, text, receivedAt, judgedNs, undefined, refusal);
+      this.writeUpstream(kind === 'parse' ? parseFrame(name, REFUSED_SQL) : bindFrame(name, REFUSED_STATEMENT));
     }
   }
 
-  private accept(text: string, kind: 'simple' | 'parse', name: string, receivedAt: bigint, tracker: StatementTracker | undefined): void {
+  private accept(text: string, kind: StatementKind, name: string, receivedAt: bigint, tracker: StatementTracker | undefined): void {
     const judgedNs = process.hrtime.bigint() - receivedAt;
-    if (kind === 'parse') {
-      this.statements.set(name, text);
-      return;
-    }
-    this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
+    if (kind === 'parse') this.statements.set(name, { text, tracker, fresh: true });
+    else if (kind === 'bind') this.portals.set(name, { text, tracker, fresh: false });
+    else this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
   }
 
   private refuseAndClose(v: Refusal, text: string, receivedAt: bigint): false {
@@ -337,7 +359,7 @@ export class PgRelay {
   }
 
   private resumeClient(): void {
-    if (!this.upstreamBlocked && !this.awaitingVerdict && !this.ended) this.client.resume();
+    if (!this.upstreamBlocked && !this.awaitingVerdict && this.cancelHold === undefined && !this.ended) this.client.resume();
   }
 
   // ---- upstream to client ----------------------------------------------------------------------
@@ -363,7 +385,7 @@ export class PgRelay {
       case BackendCode.DataRow:
         return this.onCapturedRow(head, frame, end, assembled);
       case BackendCode.CommandComplete:
-        if (head === undefined || head.kind === EntryKind.Sync || head.kind === EntryKind.RefusedParse) break;
+        if (head === undefined || head.kind === EntryKind.Sync || head.kind === EntryKind.Refused) break;
         if (head.limited === 'max_rows') return this.replaceWithLimitError(head, frame, end, assembled);
         this.report(head.text, head.index, decodeCommandTag(frame), 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
         if (head.kind === EntryKind.Execute) this.finish(head);
@@ -422,7 +444,7 @@ export class PgRelay {
       // The stand-in statement failed as intended: the client gets sempipe's refusal instead.
       this.report(head.text, head.index, '', 'denied', head.refusal, head.receivedAt, head.judgedNs, 0, head);
       const replacement = errorResponse({ severity: 'ERROR', code: head.refusal.code, message: head.refusal.message });
-      if (head.kind === EntryKind.RefusedParse) this.finish(head);
+      if (head.kind === EntryKind.Refused) this.finish(head);
       else head.index++;
       return this.replaceServerFrame(frame, end, assembled, replacement);
     }
@@ -467,7 +489,14 @@ export class PgRelay {
   private limitReached(entry: Pending, limit: Limit): void {
     if (entry.limited !== undefined || this.ended || !this.pending.includes(entry)) return;
     entry.limited = limit;
-    this.opts.cancelUpstream();
+    const hold = { entry, cancelled: false };
+    this.cancelHold = hold;
+    this.client.pause();
+    const settled = (): void => {
+      hold.cancelled = true;
+      this.releaseCancelHold();
+    };
+    this.opts.cancelUpstream().then(settled, settled);
   }
 
   /** The current command of a simple query is done; the query may hold more. */
@@ -486,6 +515,14 @@ export class PgRelay {
     this.backend.wanted = BACKEND_WANTED;
   }
 
+  /** Lets the client's requests flow again once the cancel was taken and its statement answered. */
+  private releaseCancelHold(): void {
+    const hold = this.cancelHold;
+    if (hold === undefined || !hold.cancelled || this.pending.includes(hold.entry)) return;
+    this.cancelHold = undefined;
+    this.resumeClient();
+  }
+
   private onReadyForQuery(): void {
     // Everything up to the first Simple or Sync entry is answered now; Executes still queued before
     // it were skipped by the server after an error.
@@ -497,6 +534,7 @@ export class PgRelay {
     this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
     this.bytesInPending = 0;
     this.bytesOutPending = 0;
+    if (this.cancelHold !== undefined) this.releaseCancelHold();
   }
 
   private report(
@@ -610,6 +648,19 @@ function parseFrame(name: string, sql: string): Buffer {
   buf.writeUInt32BE(len, 1);
   buf.write(name, 5);
   buf.write(sql, 6 + nameLen);
+  return buf;
+}
+
+/** A Bind of `statement` into `portal` with no parameters and no format codes. */
+function bindFrame(portal: string, statement: string): Buffer {
+  const portalLen = Buffer.byteLength(portal);
+  const stmtLen = Buffer.byteLength(statement);
+  const len = 4 + portalLen + 1 + stmtLen + 1 + 6;
+  const buf = Buffer.alloc(len + 1);
+  buf[0] = FrontendCode.Bind;
+  buf.writeUInt32BE(len, 1);
+  buf.write(portal, 5);
+  buf.write(statement, 6 + portalLen);
   return buf;
 }
 

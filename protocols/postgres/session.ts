@@ -65,15 +65,14 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
   }
 
   const upstreamKey = upstream.backendKey;
-  const key = host.cancelKeys.issue(() => cancelUpstream());
+  const key = host.cancelKeys.issue(() => void cancelUpstream());
   const live: LiveSession = {
     info,
     stats: () => ({ statements: relay.statementCount, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut }),
     close: (reason: EndReason) => relay.close(reason, reason === 'revoked' ? pgErrors.bindingRevoked(rt.fqn) : pgErrors.adminShutdown()),
   };
-  const cancelUpstream = (): void => {
+  const cancelUpstream = (): Promise<void> =>
     sendCancelRequest({ ...rt.upstream }, upstreamKey).catch((e: unknown) => host.onUpstreamError(rt.fqn, e));
-  };
   const relay: PgRelay = new PgRelay(client.socket, up, pipeline, {
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
