@@ -4,6 +4,8 @@
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../control/config.js';
+import { parseHostPort } from '../control/config-schema.js';
+import { parseRealm } from '../control/fqn.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
 import { readSecret } from './read-secret.js';
 
@@ -11,6 +13,8 @@ const USAGE = `usage: sempipe <command> [options]
 
 commands:
   proxy --config FILE [--workers N]   run the proxy for the services and bindings in FILE
+  proxy --control-plane URL --token T [--bindings REALM] [--admin HOST:PORT] [--cache-dir DIR]
+                                      run a data plane (sidecar) that follows a control plane
   demo                                start an embedded PostgreSQL behind a sempipe binding
   check-config FILE                   validate a config file (same checks as at start and reload)
   hash-password                       read a password (stdin or prompt), print its SCRAM verifier
@@ -26,12 +30,39 @@ async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'proxy': {
-      const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' }, workers: { type: 'string' } } });
-      if (!values.config) return usage('proxy needs --config FILE');
+      const { values } = parseArgs({
+        args: rest,
+        options: {
+          config: { type: 'string', short: 'c' },
+          workers: { type: 'string' },
+          'control-plane': { type: 'string' },
+          token: { type: 'string' },
+          bindings: { type: 'string' },
+          admin: { type: 'string' },
+          'cache-dir': { type: 'string' },
+        },
+      });
       const workers = values.workers === undefined ? undefined : Number(values.workers);
       if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) return usage('--workers takes a whole number >= 1');
       const { runSupervisor } = await import('./supervisor.js');
-      await runSupervisor({ configFile: values.config, workers });
+      const controlPlane = values['control-plane'];
+      if (controlPlane === undefined) {
+        if (!values.config) return usage('proxy needs --config FILE (or --control-plane URL)');
+        await runSupervisor({ configFile: values.config, workers });
+        return -1;
+      }
+      if (values.config) return usage('--config and --control-plane exclude each other');
+      const token = values.token ?? process.env.SEMPIPE_CONTROL_PLANE_TOKEN;
+      if (!token) return usage('--control-plane needs --token T (or SEMPIPE_CONTROL_PLANE_TOKEN)');
+      const admin = parseHostPort(values.admin ?? '127.0.0.1:9187');
+      if (admin === undefined) return usage('--admin takes HOST:PORT');
+      const realm = values.bindings ?? '::/';
+      try {
+        parseRealm(realm);
+      } catch (err) {
+        return usage(`--bindings: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      await runSupervisor({ controlPlane, token, realm, admin, cacheDir: values['cache-dir'], workers });
       return -1;
     }
     case 'demo': {

@@ -1,22 +1,23 @@
-// The primary process of `sempipe proxy`: owns the config, the admin listener (/metrics aggregated
-// over all workers, /healthz, /readyz) and the worker processes. It pushes every config change to
-// the workers, routes cancel requests to the worker that owns the key, restarts a worker that
-// died (its sessions are lost, never others'), reloads on SIGHUP and drains on SIGTERM/SIGINT.
+// The primary process of `sempipe proxy`: owns the config (from a file and the state store, or from
+// a remote control plane), the admin listener (/metrics aggregated over all workers, /healthz,
+// /readyz, the control API) and the worker processes. It pushes every config change to the
+// workers, routes cancel requests to the worker that owns the key, gathers session lists, restarts
+// a worker that died (its sessions are lost, never others'), reloads on SIGHUP and drains on
+// SIGTERM/SIGINT.
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { startAdminServer, type AdminServer } from '../control/admin-server.js';
-import { ConfigError, loadConfig, type SempipeConfig } from '../control/config.js';
+import { ConfigError, type HostPort, type SempipeConfig } from '../control/config.js';
 import { createClusterMetricsReader, METRICS_CONTENT_TYPE } from '../control/metrics.js';
 import { createOpsLog } from '../control/ops-log.js';
 import { MAX_WORKERS } from '../proxy/cancel-keys.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
+import { controlPlaneSource, fileSource, type ConfigSource } from './config-sources.js';
 import { PrimaryControl, type WorkerChannel } from './primary-control.js';
-import { prepareCredentials } from './wiring.js';
 
-export interface ProxyOptions {
-  configFile: string;
-  workers?: number;
-}
+export type ProxyOptions =
+  | { configFile: string; workers?: number }
+  | { controlPlane: string; token: string; realm: string; admin: HostPort; cacheDir?: string; workers?: number };
 
 interface WorkerSlot {
   index: number;
@@ -27,13 +28,17 @@ interface WorkerSlot {
 
 export async function runSupervisor(opts: ProxyOptions): Promise<void> {
   const log = createOpsLog('primary');
-  let config: SempipeConfig;
+  let source: ConfigSource;
   try {
-    config = prepareCredentials(loadConfig(opts.configFile));
+    source =
+      'configFile' in opts
+        ? fileSource(opts.configFile, log)
+        : controlPlaneSource({ url: opts.controlPlane, token: opts.token, realm: opts.realm, admin: opts.admin, cacheDir: opts.cacheDir, workers: opts.workers, auditDestination: 'stdout' }, log);
   } catch (err) {
-    process.stderr.write(`sempipe: ${err instanceof ConfigError ? err.message : String(err)}\n`);
+    process.stderr.write(`sempipe: ${err instanceof ConfigError ? err.message : err instanceof Error ? err.message : String(err)}\n`);
     process.exit(2);
   }
+  let config: SempipeConfig = source.initial;
   const count = Math.min(MAX_WORKERS, Math.max(1, opts.workers ?? config.workers ?? availableParallelism()));
   let generation = 1;
   let shuttingDown = false;
@@ -76,16 +81,28 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
   cluster.setupPrimary({ silent: false });
   for (let i = 1; i <= count; i++) fork(i);
 
-  const ready = (): boolean =>
-    !shuttingDown && [...slots.values()].every((s) => s.appliedGeneration === generation && !s.failed);
+  source.onConfig((next) => {
+    config = next;
+    generation++;
+    broadcast({ type: 'config', generation, config });
+  });
+
+  const workersReady = (): boolean => !shuttingDown && [...slots.values()].every((s) => s.appliedGeneration === generation && !s.failed);
+  const ready = (): { ready: boolean; [detail: string]: unknown } => {
+    const extra = source.readiness?.() ?? { ready: true };
+    return { ...extra, ready: workersReady() && extra.ready };
+  };
+  const clusterMetrics = createClusterMetricsReader();
+  const sessions = { list: () => control.listSessions(), kill: (id: string) => control.killSession(id) };
   let admin: AdminServer;
   try {
     admin = await startAdminServer({
       host: config.admin.listen.host,
       port: config.admin.listen.port,
-      metrics: createClusterMetricsReader(),
+      metrics: async () => (await clusterMetrics()) + (source.metrics ? `\n${await source.metrics()}` : ''),
       contentType: METRICS_CONTENT_TYPE,
       ready,
+      extra: source.adminRoutes?.(sessions),
     });
   } catch (err) {
     log.error({ err: String(err) }, 'admin listener failed');
@@ -100,9 +117,7 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
 
   process.on('SIGHUP', () => {
     try {
-      config = prepareCredentials(loadConfig(opts.configFile));
-      generation++;
-      broadcast({ type: 'config', generation, config });
+      source.reload();
       log.info({ generation }, 'config reloaded');
     } catch (err) {
       log.error({ err: err instanceof Error ? err.message : String(err) }, 'config reload refused; keeping the running config');
@@ -119,6 +134,7 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
     await Promise.all(exits);
     clearTimeout(killTimer);
     await admin.close();
+    source.close();
     log.info('stopped');
     process.exit(0);
   };

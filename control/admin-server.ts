@@ -12,7 +12,8 @@ export interface AdminServerOptions {
   readonly metrics: () => Promise<string>;
   /** Content type of that text, e.g. METRICS_CONTENT_TYPE. */
   readonly contentType: string;
-  readonly ready: () => boolean;
+  /** Readiness, optionally with details for the /readyz body (e.g. the control plane's state). */
+  readonly ready: () => boolean | { ready: boolean; [detail: string]: unknown };
   /** Further routes (the control API); returns true when it handled the request. */
   readonly extra?: (req: IncomingMessage, res: ServerResponse) => boolean;
 }
@@ -27,13 +28,19 @@ type Route = (res: ServerResponse, opts: AdminServerOptions) => void | Promise<v
 const ROUTES: ReadonlyMap<string, Route> = new Map<string, Route>([
   ['/metrics', serveMetrics],
   ['/healthz', (res) => sendJson(res, 200, { status: 'ok' })],
-  ['/readyz', (res, opts) => (opts.ready() ? sendJson(res, 200, { status: 'ready' }) : sendJson(res, 503, { status: 'not ready' }))],
+  ['/readyz', serveReadiness],
 ]);
 
 function sendJson(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+function serveReadiness(res: ServerResponse, opts: AdminServerOptions): void {
+  const r = opts.ready();
+  const { ready, ...details } = typeof r === 'boolean' ? { ready: r } : r;
+  sendJson(res, ready ? 200 : 503, { status: ready ? 'ready' : 'not ready', ...details });
 }
 
 async function serveMetrics(res: ServerResponse, opts: AdminServerOptions): Promise<void> {

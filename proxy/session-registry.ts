@@ -14,9 +14,10 @@ export interface SessionSummary {
   service: string;
   protocol: string;
   user: string;
-  client: string;
+  clientAddress: string;
   database: string;
-  started: string;
+  /** Date.now() when the session started. */
+  startedAt: number;
   statements: number;
   bytesIn: number;
   bytesOut: number;
@@ -63,9 +64,9 @@ export class SessionRegistry {
         service: info.service,
         protocol: info.protocol,
         user: info.user,
-        client: info.clientAddress,
+        clientAddress: info.clientAddress,
         database: info.database,
-        started: new Date(info.startedAt).toISOString(),
+        startedAt: info.startedAt,
         statements: st.statements,
         bytesIn: st.bytesIn,
         bytesOut: st.bytesOut,

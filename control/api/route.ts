@@ -2,23 +2,13 @@
 // the handler with the facts the OpenAPI document is built from (summary, body schema, answers).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { z } from 'zod';
+import type { SessionSummary } from '../../proxy/session-registry.js';
 import type { Catalog } from '../catalog.js';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
 /** A live session as the workers report it (the primary gathers them over IPC). */
-export interface SessionSummary {
-  id: string;
-  binding: string;
-  user: string;
-  /** "ip:port" */
-  clientAddress: string;
-  /** Date.now() when the client connected. */
-  startedAt: number;
-  statements: number;
-  bytesIn: number;
-  bytesOut: number;
-}
+export type { SessionSummary };
 
 /** Sessions live in the workers; the primary implements this over worker IPC. */
 export interface SessionDirectory {
