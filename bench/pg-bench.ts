@@ -18,11 +18,14 @@ import { startPgbouncer } from './pgbouncer-process.js';
 import { processTree, totalRss } from './process-rss.js';
 import { formatBytes, formatRatio, formatTable, formatTps, median } from './report.js';
 import { versionOf } from './run-command.js';
-import { baseSempipeConfig, startBenchSempipe, type SempipeVariant } from './sempipe-bench-process.js';
+import { baseSempipeConfig, policySempipeConfig, startBenchSempipe, type SempipeVariant } from './sempipe-bench-process.js';
 import { Teardown } from './teardown.js';
 
 /** The sempipe rows of the table; another sempipe config is one more line here. */
-const SEMPIPE_VARIANTS: readonly SempipeVariant[] = [{ name: 'sempipe', config: baseSempipeConfig }];
+const SEMPIPE_VARIANTS: readonly SempipeVariant[] = [
+  { name: 'sempipe', config: baseSempipeConfig },
+  { name: 'sempipe+policy', config: policySempipeConfig, versus: { row: 'sempipe', atLeast: 0.9 } },
+];
 
 /** sempipe must reach this share of PgBouncer's TPS in the same run, in every query mode. */
 const TARGET_VS_PGBOUNCER = 0.8;
@@ -33,6 +36,7 @@ const IDLE_PRIME_CONNECTIONS = 100;
 interface BenchTarget {
   name: string;
   kind: 'direct' | 'pgbouncer' | 'sempipe';
+  versus?: SempipeVariant['versus'];
   target: PgTarget;
   /** The processes whose memory counts for this target (none for direct). */
   pids?: () => number[];
@@ -135,6 +139,21 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
   say(`== ratios (target: sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer in every mode)`);
   say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
   say();
+  const versusRows: string[][] = [];
+  for (const t of targets) {
+    if (t.versus === undefined) continue;
+    for (const mode of QUERY_MODES) {
+      const ratio = tpsOf(results, t.name, mode) / tpsOf(results, t.versus.row, mode);
+      const pass = ratio >= t.versus.atLeast;
+      allPass &&= pass;
+      versusRows.push([t.name, mode, `${formatRatio(ratio)} of ${t.versus.row}`, `>= ${t.versus.atLeast.toFixed(2)}x: ${pass ? 'PASS' : 'FAIL'}`]);
+    }
+  }
+  if (versusRows.length > 0) {
+    say('== rows that must keep up with another row of the same run');
+    say(formatTable(['row', 'mode', 'ratio', 'target'], versusRows, 2));
+    say();
+  }
   return havePgbouncer ? (allPass ? 'PASS' : 'FAIL') : 'not evaluated (no PgBouncer)';
 }
 
@@ -229,7 +248,7 @@ async function main(teardown: Teardown): Promise<void> {
     say(`starting ${variant.name} (${settings.workers} workers, metrics and audit on) ...`);
     const sp = await startBenchSempipe({ variant, dir, workers: settings.workers, upstream: direct, client });
     teardown.add(variant.name, () => sp.stop());
-    targets.push({ name: variant.name, kind: 'sempipe', target: sp.target, pids: () => processTree(sp.pid), auditFile: sp.auditFile });
+    targets.push({ name: variant.name, kind: 'sempipe', versus: variant.versus, target: sp.target, pids: () => processTree(sp.pid), auditFile: sp.auditFile });
   }
   say();
 

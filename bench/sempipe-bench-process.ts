@@ -30,6 +30,23 @@ export interface SempipeVariant {
   readonly name: string;
   /** The sempipe.yaml content (as an object) of this row. */
   config(ctx: SempipeConfigContext): Record<string, unknown>;
+  /** A row this one must keep up with in the same run: its name and the least TPS ratio. */
+  readonly versus?: { readonly row: string; readonly atLeast: number };
+}
+
+/** The plain proxy plus a read-only policy with a denied-function rule, applying to every statement. */
+export function policySempipeConfig(ctx: SempipeConfigContext): Record<string, unknown> {
+  return {
+    ...baseSempipeConfig(ctx),
+    policies: [
+      {
+        fqn: 'policy::/bench::read-only',
+        realm: 'binding::/bench',
+        read_only: true,
+        deny: { functions: ['pg_read_file', 'dblink', 'lo_export'] },
+      },
+    ],
+  };
 }
 
 /** The plain proxy: one service, one SCRAM binding, metrics and audit on, upstream without TLS. */

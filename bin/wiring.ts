@@ -1,6 +1,7 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import type { SempipeConfig } from '../control/config.js';
+import type { BindingConfig, SempipeConfig } from '../control/config.js';
+import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
 import { createAuditStage } from '../control/stages/audit-stage.js';
@@ -53,9 +54,17 @@ export function createStages(metrics: Metrics, audit: AuditLog | undefined, poli
   return stages;
 }
 
+/** The bindings `serve_bindings` lets this process's own workers listen for. */
+function servedBindings(config: SempipeConfig): BindingConfig[] {
+  const serve = config.serveBindings ?? '::/';
+  if (serve === 'none') return [];
+  const realm = parseRealm(serve);
+  return config.bindings.filter((b) => realmCovers(realm, parseFqn(b.fqn)));
+}
+
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
-  return config.bindings.map((b) => ({
+  return servedBindings(config).map((b) => ({
     fqn: b.fqn,
     protocol: services.get(b.service)!.protocol,
     host: b.listen.host,

@@ -6,7 +6,7 @@
 // The host:port parser and the SCRAM verifier check are hand-written: each is one regular
 // expression, and no library validates PostgreSQL's stored-verifier format.
 import { z } from 'zod';
-import { FqnError, parseFqn, type FqnType } from './fqn.js';
+import { FqnError, parseFqn, parseRealm, type FqnType } from './fqn.js';
 import { policySchema } from './policy/policy-schema.js';
 import { parseDuration, parseSize } from './units.js';
 
@@ -82,6 +82,19 @@ function fqn(type: FqnType) {
     }
   });
 }
+
+// "none", or a realm of bindings (`binding::/team-a`, `::/` for all); a realm of another type covers no binding.
+const serveBindings = z.string().transform((v, ctx) => {
+  if (v === 'none') return v;
+  try {
+    const realm = parseRealm(v);
+    if (realm.type !== undefined && realm.type !== 'binding') return fail(ctx, `expected "none" or a realm of bindings (binding::/namespace or ::/), got ${JSON.stringify(v)}`);
+    return realm.text;
+  } catch (err) {
+    if (err instanceof FqnError) return fail(ctx, err.message);
+    throw err;
+  }
+});
 
 /** `v` as a whole number in min..max (also from a string of digits), or undefined. */
 function wholeNumber(v: string | number, min: number, max: number): number | undefined {
@@ -233,6 +246,8 @@ export const configSchema = z.strictObject({
   policies: z.array(policySchema).default([]),
   /** Where the state store keeps its data; relative to the config file's directory. */
   state_dir: nonEmpty.default('./sempipe-data'),
+  /** The bindings this process's own workers listen for (absent: all, as "::/"); "none" for a pure control plane. */
+  serve_bindings: serveBindings.optional(),
 });
 
 /** The validated file, still with the file's key names and unresolved relative paths. */

@@ -81,6 +81,11 @@ export interface SempipeConfig {
   policies: PolicyDocument[];
   /** Absolute path of the state directory (`state_dir`, default ./sempipe-data beside the file). */
   stateDir: string;
+  /**
+   * `serve_bindings`: the realm of bindings this process's workers listen for, or 'none' for a pure
+   * control plane whose bindings remote data planes serve. Absent: every binding.
+   */
+  serveBindings?: string;
 }
 
 /** A refused config file. `path` is like `bindings[0].listen` ('' for the file as a whole). */
@@ -366,5 +371,6 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
     })),
     policies: raw.policies,
     stateDir: resolve(baseDir, raw.state_dir),
+    ...(raw.serve_bindings !== undefined && { serveBindings: raw.serve_bindings }),
   };
 }

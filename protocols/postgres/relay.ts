@@ -12,6 +12,7 @@
 // (SQLSTATE 42501 naming the rule and policy). ReadyForQuery therefore always comes from the
 // server and stays truthful.
 import type { Socket } from 'node:net';
+import type { ChunkSource } from '../../proxy/chunk-reader.js';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
 import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js';
 import { errorResponse, type ErrorFields } from './backend-messages.js';
@@ -149,12 +150,17 @@ export class PgRelay {
     },
   };
 
+  private readonly client: Socket;
+  private readonly upstream: Socket;
+
   constructor(
-    private readonly client: Socket,
-    private readonly upstream: Socket,
+    private readonly clientSource: ChunkSource,
+    private readonly upstreamSource: ChunkSource,
     private readonly pipeline: SessionPipeline,
     private readonly opts: RelayOptions,
   ) {
+    this.client = clientSource.socket;
+    this.upstream = upstreamSource.socket;
     this.frontend = new FrameScanner(FRONTEND_WANTED, opts.maxMessageSize);
     this.backend = new FrameScanner(BACKEND_WANTED, opts.maxMessageSize, BACKEND_COUNTED);
   }
@@ -162,8 +168,8 @@ export class PgRelay {
   /** Starts relaying; `leftover` holds client bytes that arrived with the last auth message. */
   start(leftover: Buffer): void {
     const { client, upstream } = this;
-    client.on('data', (chunk: Buffer) => this.onClientData(chunk));
-    upstream.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
+    this.clientSource.start((chunk) => this.onClientData(chunk));
+    this.upstreamSource.start((chunk) => this.onUpstreamData(chunk));
     client.on('drain', () => upstream.resume());
     upstream.on('drain', () => {
       this.upstreamBlocked = false;
@@ -174,6 +180,8 @@ export class PgRelay {
     client.on('error', () => this.close('client'));
     upstream.on('error', () => this.onUpstreamClosed());
     if (leftover.length > 0) this.onClientData(leftover);
+    for (const chunk of this.clientSource.pending) this.onClientData(chunk);
+    for (const chunk of this.upstreamSource.pending) this.onUpstreamData(chunk);
     client.resume();
     upstream.resume();
   }
@@ -264,14 +272,16 @@ export class PgRelay {
     const verdict = this.pipeline.statement({ text, kind, receivedAt });
     if (verdict instanceof Promise) {
       // Forward what came before this frame, hold the rest of the chunk until the verdict settles.
-      const chunk = this.inChunk!;
+      // The chunk lives in the reader's reusable buffer: what is held is copied.
+      const chunk = Buffer.from(this.inChunk!);
       const start = assembled ? -1 : end - frame.length;
       if (start > this.inFrom) this.writeUpstream(chunk.subarray(this.inFrom, start));
+      const held = assembled ? frame : chunk.subarray(start, end);
       this.inFrom = end;
       this.awaitingVerdict = true;
       this.client.pause();
       verdict.then(
-        (v) => this.resumeAfterVerdict(v, text, kind, frame, name, receivedAt, chunk, end),
+        (v) => this.resumeAfterVerdict(v, text, kind, held, name, receivedAt, chunk, end),
         () => this.close('error', pgErrors.protocolViolation('statement verdict failed')),
       );
       return false;
@@ -352,7 +362,10 @@ export class PgRelay {
   }
 
   private writeUpstream(buf: Buffer): void {
-    if (!this.upstream.write(buf) && !this.upstreamBlocked) {
+    const flushed = this.upstream.write(buf);
+    // A write the kernel did not take at once still points into the client reader's buffer.
+    if (this.upstream.writableLength > 0) this.clientSource.retain();
+    if (!flushed && !this.upstreamBlocked) {
       this.upstreamBlocked = true;
       this.client.pause();
     }
@@ -569,7 +582,9 @@ export class PgRelay {
   }
 
   private writeClient(buf: Buffer): void {
-    if (!this.client.write(buf)) this.upstream.pause();
+    const flushed = this.client.write(buf);
+    if (this.client.writableLength > 0) this.upstreamSource.retain();
+    if (!flushed) this.upstream.pause();
   }
 
   // ---- ends --------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 // sempipe's own BackendKeyData), then the relay with the binding's pipeline.
 import type { Socket } from 'node:net';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
+import { adoptSocket } from '../../proxy/chunk-reader.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
 import type { EndReason, SessionInfo } from '../../proxy/stage.js';
@@ -55,11 +56,8 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     refuse(pgErrors.upstream(e.code, e.message), 'upstream');
     return;
   }
-  const up = upstream.socket;
-  up.on('error', ignore);
-  up.setNoDelay(true);
   if (client.socket.destroyed) {
-    up.destroy();
+    upstream.socket.destroy();
     pipeline.end({ reason: 'client', bytesIn: 0, bytesOut: 0, statements: 0 });
     return;
   }
@@ -73,7 +71,13 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
   };
   const cancelUpstream = (): Promise<void> =>
     sendCancelRequest({ ...rt.upstream }, upstreamKey).catch((e: unknown) => host.onUpstreamError(rt.fqn, e));
-  const relay: PgRelay = new PgRelay(client.socket, up, pipeline, {
+  const clientSource = adoptSocket(client.socket);
+  const upstreamSource = adoptSocket(upstream.socket);
+  const clientSocket = clientSource.socket;
+  clientSocket.on('error', ignore);
+  upstreamSource.socket.on('error', ignore);
+  upstreamSource.socket.setNoDelay(true);
+  const relay: PgRelay = new PgRelay(clientSource, upstreamSource, pipeline, {
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
     cancelUpstream,
@@ -84,14 +88,14 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     },
   });
 
-  client.socket.cork();
-  client.socket.write(authenticationOk());
-  for (const frame of upstream.parameterStatus) client.socket.write(frame);
-  for (const frame of upstream.noticeFrames) client.socket.write(frame);
-  client.socket.write(backendKeyData(key.processId, key.secretKey));
-  client.socket.write(readyForQuery(upstream.transactionStatus as 'I' | 'T' | 'E'));
-  if (upstream.leftover.length > 0) client.socket.write(upstream.leftover);
-  client.socket.uncork();
+  clientSocket.cork();
+  clientSocket.write(authenticationOk());
+  for (const frame of upstream.parameterStatus) clientSocket.write(frame);
+  for (const frame of upstream.noticeFrames) clientSocket.write(frame);
+  clientSocket.write(backendKeyData(key.processId, key.secretKey));
+  clientSocket.write(readyForQuery(upstream.transactionStatus as 'I' | 'T' | 'E'));
+  if (upstream.leftover.length > 0) clientSocket.write(upstream.leftover);
+  clientSocket.uncork();
 
   host.registry.add(live);
   pipeline.start();
