@@ -49,7 +49,19 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
         clients: [{ user, password }],
       },
     ],
-    policies: [],
+    // PGlite's socket server loses its backend on COPY FROM STDIN; refuse it with a clear error.
+    policies: [
+      {
+        fqn: 'policy::/demo::pglite-limits',
+        realm: 'binding::/demo',
+        deny: { classes: ['copy_in'], functions: [], tables: [] },
+        readOnly: false,
+        sideEffectFunctions: [],
+        limits: {},
+        hooks: [],
+        notifications: [],
+      },
+    ],
     stateDir: resolve('sempipe-data'),
   });
 

@@ -26,8 +26,15 @@ export interface AuditLog {
 
 /** Buffered lines are written at least this often, so the log stays close to real time. */
 const FLUSH_INTERVAL_MS = 200;
-/** Bytes gathered before a write; amortises the write syscalls over many statements. */
-const BUFFER_BYTES = 4096;
+/**
+ * Write sizes. Several worker processes append to one destination. A file is opened with O_APPEND,
+ * where each write lands whole, so larger writes amortise the syscalls (not too large: sonic-boom
+ * measures its pending buffer on every line). On stdout/stderr (often a pipe) only writes up to
+ * PIPE_BUF (4096 bytes) are atomic: each write then holds whole lines and stays within it
+ * (sonic-boom never splits a line shorter than maxWrite), so lines of different workers never mix.
+ */
+const FILE_WRITES = { minLength: 8 * 1024, maxWrite: 16 * 1024 };
+const PIPE_WRITES = { minLength: 2048, maxWrite: 4096 };
 
 /** A destination stream with the flush/close operations the audit log needs. */
 interface AuditSink {
@@ -49,7 +56,8 @@ function isTerminal(destination: string): boolean {
 }
 
 function bufferedSink(dest: number | string): AuditSink {
-  const stream = pino.destination({ dest, sync: false, minLength: BUFFER_BYTES, periodicFlush: FLUSH_INTERVAL_MS, mkdir: true });
+  const sizes = typeof dest === 'number' ? PIPE_WRITES : FILE_WRITES;
+  const stream = pino.destination({ dest, sync: false, ...sizes, periodicFlush: FLUSH_INTERVAL_MS, mkdir: true });
   let closed: Promise<void> | undefined;
   return {
     stream,
