@@ -642,42 +642,32 @@ export class PgRelay {
 
 const terminateFrame = Buffer.from([FrontendCode.Terminate, 0, 0, 0, 4]);
 
-/** A Query frame carrying `sql`. */
-function queryFrame(sql: string): Buffer {
-  const len = Buffer.byteLength(sql) + 5;
-  const buf = Buffer.allocUnsafe(len + 1);
-  buf[0] = FrontendCode.Query;
+/**
+ * A frontend message of NUL-terminated strings followed by `trailingZeros` zero bytes (the empty
+ * parameter and format lists of Parse and Bind).
+ */
+function stringsFrame(type: number, strings: readonly string[], trailingZeros: number): Buffer {
+  const lengths = strings.map((v) => Buffer.byteLength(v) + 1);
+  const len = 4 + lengths.reduce((a, b) => a + b, 0) + trailingZeros;
+  const buf = Buffer.alloc(len + 1);
+  buf[0] = type;
   buf.writeUInt32BE(len, 1);
-  buf.write(sql, 5);
-  buf[len] = 0;
+  let pos = 5;
+  strings.forEach((v, i) => {
+    buf.write(v, pos);
+    pos += lengths[i];
+  });
   return buf;
 }
+
+/** A Query frame carrying `sql`. */
+const queryFrame = (sql: string): Buffer => stringsFrame(FrontendCode.Query, [sql], 0);
 
 /** A Parse frame for statement `name` carrying `sql` and no parameter types. */
-function parseFrame(name: string, sql: string): Buffer {
-  const nameLen = Buffer.byteLength(name);
-  const sqlLen = Buffer.byteLength(sql);
-  const len = 4 + nameLen + 1 + sqlLen + 1 + 2;
-  const buf = Buffer.alloc(len + 1);
-  buf[0] = FrontendCode.Parse;
-  buf.writeUInt32BE(len, 1);
-  buf.write(name, 5);
-  buf.write(sql, 6 + nameLen);
-  return buf;
-}
+const parseFrame = (name: string, sql: string): Buffer => stringsFrame(FrontendCode.Parse, [name, sql], 2);
 
 /** A Bind of `statement` into `portal` with no parameters and no format codes. */
-function bindFrame(portal: string, statement: string): Buffer {
-  const portalLen = Buffer.byteLength(portal);
-  const stmtLen = Buffer.byteLength(statement);
-  const len = 4 + portalLen + 1 + stmtLen + 1 + 6;
-  const buf = Buffer.alloc(len + 1);
-  buf[0] = FrontendCode.Bind;
-  buf.writeUInt32BE(len, 1);
-  buf.write(portal, 5);
-  buf.write(statement, 6 + portalLen);
-  return buf;
-}
+const bindFrame = (portal: string, statement: string): Buffer => stringsFrame(FrontendCode.Bind, [portal, statement], 6);
 
 /** Class of an errored or refused statement: from the parser when loaded, else from its tag. */
 function statementClassOf(text: string, index: number, tag: string): string {

@@ -16,18 +16,12 @@ import type { BackendKeyDataMessage, BackendMessage, DatabaseError } from 'pg-pr
 import { createUpstreamAuth, handleAuthRequest, type UpstreamAuthMethod } from './auth/upstream-auth.js';
 import { FrameScanner, frameTypeSet, ScanStatus } from './frame-scanner.js';
 import { BackendCode, StartupCode } from './message-codes.js';
+import type { ServiceConfig, UpstreamTlsMode } from '../../control/config.js';
 
-export type UpstreamTlsMode = 'disable' | 'prefer' | 'require' | 'verify-full';
+type ServiceUpstream = ServiceConfig['upstream'];
 
-export interface UpstreamTarget {
-  host: string;
-  port: number;
-  database: string;
-  user: string;
-  password?: string;
-  tls: UpstreamTlsMode;
-  /** CA file (PEM) for verify-full; the system CAs when absent. */
-  ca?: string;
+/** Where and as whom to connect: a service's upstream settings plus what the session adds. */
+export interface UpstreamTarget extends ServiceUpstream {
   /** Covers TCP connect, TLS and authentication up to ReadyForQuery. */
   connectTimeoutMs: number;
   /** application_name to send when the client did not send one of its own. */
