@@ -73,13 +73,18 @@ function run(cmd: string, args: string[], opts: { env?: Record<string, string>; 
     const child = spawn(requireBinary(cmd), args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    if (opts.stdoutFile) child.stdout.pipe(createWriteStream(opts.stdoutFile));
-    else child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    // With a stdout file, the result waits until the file stream has written everything too.
+    let written: Promise<void> = Promise.resolve();
+    if (opts.stdoutFile) {
+      const file = createWriteStream(opts.stdoutFile);
+      written = new Promise((r) => file.once('finish', () => r()));
+      child.stdout.pipe(file);
+    } else child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     if (opts.stdinFile) createReadStream(opts.stdinFile).pipe(child.stdin);
     else child.stdin.end();
     child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
+    child.once('close', (code) => void written.then(() => resolve({ code, stdout, stderr })));
   });
 }
 
