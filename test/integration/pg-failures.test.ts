@@ -258,7 +258,7 @@ test('pg_terminate_backend on a session\'s backend: that client gets FATAL 57P01
   const victim = await pgClient();
   const other = await pgClient();
   const pid = (await victim.query('select pg_backend_pid() as pid')).rows[0].pid as number;
-  const gotError = new Promise<{ code?: string }>((r) => victim.once('error', (e) => r(e as { code?: string })));
+  const gotError = new Promise<{ code?: string }>((r) => victim.on('error', (e) => r(e as { code?: string })));
   const ended = new Promise<void>((r) => victim.once('end', () => r()));
   expect(server.sql(`select pg_terminate_backend(${pid})`)).toBe('t');
   expect((await gotError).code).toBe('57P01');

@@ -146,7 +146,7 @@ describe('SIGHUP reload', () => {
     const onA = await client(portA, 'new-secret');
     const onC = await client(portC, 'c-secret');
     expect((await onC.query('select 1 as n')).rows[0].n).toBe(1);
-    const cError = new Promise<{ code?: string; message: string }>((r) => onC.once('error', (e) => r(e as { code?: string; message: string })));
+    const cError = new Promise<{ code?: string; message: string }>((r) => onC.on('error', (e) => r(e as { code?: string; message: string })));
     const cEnded = new Promise<void>((r) => onC.once('end', () => r()));
     await reload(p, { password: 'new-secret' });
     const err = await cError;
@@ -187,7 +187,7 @@ describe('SIGTERM drain', () => {
   test('an idle session is closed with 57P01 after drain_timeout, new connections are refused, exit code 0', async () => {
     const p = await start({});
     const idle = await client(portA, 'api-secret');
-    const err = new Promise<{ code?: string }>((r) => idle.once('error', (e) => r(e as { code?: string })));
+    const err = new Promise<{ code?: string }>((r) => idle.on('error', (e) => r(e as { code?: string })));
     const t0 = Date.now();
     p.signal('SIGTERM');
     await waitFor(() => count(p.stderr(), '"draining"') === 1, 'the drain to start');
