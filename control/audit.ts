@@ -27,14 +27,45 @@ export interface AuditLog {
 /** Buffered lines are written at least this often, so the log stays close to real time. */
 const FLUSH_INTERVAL_MS = 200;
 /**
- * Write sizes. Several worker processes append to one destination. A file is opened with O_APPEND,
- * where each write lands whole, so larger writes amortise the syscalls (not too large: sonic-boom
- * measures its pending buffer on every line). On stdout/stderr (often a pipe) only writes up to
- * PIPE_BUF (4096 bytes) are atomic: each write then holds whole lines and stays within it
- * (sonic-boom never splits a line shorter than maxWrite), so lines of different workers never mix.
+ * Batch sizes, in UTF-16 units of whole lines. Several worker processes append to one destination.
+ * A file is opened with O_APPEND, where each write lands whole, so large batches amortise the write
+ * calls. On stdout/stderr (often a pipe) only writes up to PIPE_BUF (4096 bytes) are atomic: a batch
+ * of at most 1365 units is at most 4095 bytes of UTF-8, so lines of different workers never mix
+ * (a single longer line is written alone).
  */
-const FILE_WRITES = { minLength: 8 * 1024, maxWrite: 16 * 1024 };
-const PIPE_WRITES = { minLength: 2048, maxWrite: 4096 };
+const FILE_BATCH = 32 * 1024;
+const PIPE_BATCH = 1365;
+
+/**
+ * Gathers whole lines (every event of the log, pino's and the statement fast path's, in order) and
+ * hands them to sonic-boom in batches: sonic-boom measures the byte length of what it is given and
+ * of its pending buffer on every write, which per line would cost more than the line itself.
+ */
+class LineBatcher {
+  private pending = '';
+
+  constructor(
+    private readonly target: SonicBoomLike,
+    private readonly limit: number,
+  ) {}
+
+  write(line: string): boolean {
+    if (this.pending.length > 0 && this.pending.length + line.length > this.limit) this.flush();
+    this.pending += line;
+    if (this.pending.length >= this.limit) this.flush();
+    return true;
+  }
+
+  flush(): void {
+    if (this.pending.length === 0) return;
+    this.target.write(this.pending);
+    this.pending = '';
+  }
+}
+
+interface SonicBoomLike {
+  write(data: string): boolean;
+}
 
 /** A destination stream with the flush/close operations the audit log needs. */
 interface AuditSink {
@@ -56,17 +87,25 @@ function isTerminal(destination: string): boolean {
 }
 
 function bufferedSink(dest: number | string): AuditSink {
-  const sizes = typeof dest === 'number' ? PIPE_WRITES : FILE_WRITES;
-  const stream = pino.destination({ dest, sync: false, ...sizes, periodicFlush: FLUSH_INTERVAL_MS, mkdir: true });
+  const pipe = typeof dest === 'number';
+  // minLength 1: sonic-boom writes each batch as it comes and its flush waits for the writes;
+  // maxWrite bounds what it merges into one write (PIPE_BUF on pipes).
+  const stream = pino.destination({ dest, sync: false, minLength: 1, maxWrite: pipe ? 4096 : 64 * 1024, mkdir: true });
+  const batcher = new LineBatcher(stream, pipe ? PIPE_BATCH : FILE_BATCH);
+  const timer = setInterval(() => batcher.flush(), FLUSH_INTERVAL_MS);
+  timer.unref();
   let closed: Promise<void> | undefined;
   return {
-    stream,
-    flush: () =>
-      closed !== undefined
-        ? closed
-        : new Promise((resolve, reject) => stream.flush((err) => (err ? reject(err) : resolve()))),
+    stream: batcher,
+    flush: () => {
+      if (closed !== undefined) return closed;
+      batcher.flush();
+      return new Promise((resolve, reject) => stream.flush((err) => (err ? reject(err) : resolve())));
+    },
     close() {
       closed ??= new Promise((resolve, reject) => {
+        clearInterval(timer);
+        batcher.flush();
         stream.once('close', () => resolve());
         stream.once('error', reject);
         stream.end();

@@ -1,26 +1,28 @@
-// Free TCP ports on loopback for servers the tests and benchmarks start. The OS may hand the same
-// free port out twice in a row (it is free again once the probe closes), so ports already given
-// out by this process are never returned again.
+// Free TCP ports on loopback for servers the tests and benchmarks start. Ports are drawn at random
+// below the kernel's ephemeral range (32768 and up on Linux), so neither the outgoing connections
+// of a busy test run nor another test process probing at the same moment take the port between the
+// probe and the server's own bind; ports already given out by this process are never returned again.
 import { createServer } from 'node:net';
 
 const handedOut = new Set<number>();
 
-function probe(): Promise<number> {
-  return new Promise((resolve, reject) => {
+const LOW = 20000;
+const HIGH = 32767;
+
+/** Whether `port` can be bound on loopback right now. */
+function probe(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
 }
 
 export async function freePort(): Promise<number> {
   for (;;) {
-    const port = await probe();
-    if (!handedOut.has(port)) {
+    const port = LOW + Math.floor(Math.random() * (HIGH - LOW + 1));
+    if (handedOut.has(port)) continue;
+    if (await probe(port)) {
       handedOut.add(port);
       return port;
     }
