@@ -111,7 +111,6 @@ export class PgRelay {
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
   private lastParseText = '';
-  private txStatus = 'I';
   private upstreamBlocked = false;
   private awaitingVerdict = false;
   /**
@@ -184,10 +183,6 @@ export class PgRelay {
     for (const chunk of this.upstreamSource.pending) this.onUpstreamData(chunk);
     client.resume();
     upstream.resume();
-  }
-
-  get transactionStatus(): string {
-    return this.txStatus;
   }
 
   // ---- client to upstream ----------------------------------------------------------------------
@@ -416,7 +411,6 @@ export class PgRelay {
       case BackendCode.ErrorResponse:
         return this.onServerError(head, frame, end, assembled);
       case BackendCode.ReadyForQuery:
-        this.txStatus = frame.length > 5 ? String.fromCharCode(frame[5]) : 'I';
         this.onReadyForQuery();
         break;
       case BackendCode.CopyInResponse:
