@@ -28,9 +28,10 @@ export class SessionPipeline {
     this.completeStages = this.stages.filter((s) => s.onComplete !== undefined);
   }
 
-  /** True when some stage may refuse statements (so the relay must look before it forwards). */
+  /** True when some stage may refuse statements now (so the relay must look before it forwards). */
   get judgesStatements(): boolean {
-    return this.statementStages.length > 0;
+    for (const s of this.statementStages) if (s.judges === undefined || s.judges()) return true;
+    return false;
   }
 
   /** Asks every stage whether the session may open; the first refusal wins. */

@@ -112,6 +112,11 @@ export interface Stage {
    */
   admit?(session: SessionInfo): Verdict | Promise<Verdict>;
   onStart?(session: SessionInfo): void;
+  /**
+   * Whether onStatement may currently answer anything but forward (e.g. some policy applies). When
+   * every stage says no, the relay skips building statement events altogether. Absent = always.
+   */
+  judges?(): boolean;
   /** Return a verdict synchronously in the common case; a Promise only when truly async (hooks). */
   onStatement?(session: SessionInfo, statement: StatementEvent): Verdict | Promise<Verdict> | undefined;
   onComplete?(session: SessionInfo, completion: CompletionEvent): void;

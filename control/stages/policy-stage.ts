@@ -187,6 +187,7 @@ export function createPolicyStage(opts: PolicyStageOptions): StageFactory {
             };
           });
         },
+        judges: () => current().rules.judges,
         onStatement(_s, event): Verdict | Promise<Verdict> | undefined {
           const { rules, forward } = current();
           if (!rules.judges) return undefined;
