@@ -41,9 +41,9 @@ interface PinoInternals {
 }
 
 /** One statement line as pino would write it for `logger.info({event: 'statement', …})`. */
-function statementLine(chindings: string, c: CompletionEvent, max: number): string {
+function statementLine(chindings: string, c: CompletionEvent, max: number, quoted: (text: string) => string): string {
   const truncated = c.text.length > max;
-  const statement = JSON.stringify(truncated ? truncateStatement(c.text, max) : c.text);
+  const statement = quoted(truncated ? truncateStatement(c.text, max) : c.text);
   let line = `{"level":"info","time":"${isoNow()}"${chindings},"event":"statement","statement":${statement},"class":${JSON.stringify(c.statementClass)},"duration_ms":${toMilliseconds(c.durationNs)},"rows":${c.rows},"outcome":"${c.outcome}"`;
   if (truncated) line += ',"statement_truncated":true';
   if (c.outcome !== 'ok') line += `,"sqlstate":${JSON.stringify(c.code)},"error":${JSON.stringify(c.message)}`;
@@ -90,6 +90,17 @@ export function createAuditStage(log: AuditLog): StageFactory {
       let logger: Logger | undefined;
       let chindings = '';
       let stream: { write(line: string): unknown } | undefined;
+      // A session tends to repeat its statements (prepared ones are the very same string): keep the
+      // JSON form of the last one.
+      let lastText: string | undefined;
+      let lastQuoted = '';
+      const quoted = (text: string): string => {
+        if (text !== lastText) {
+          lastText = text;
+          lastQuoted = JSON.stringify(text);
+        }
+        return lastQuoted;
+      };
       return {
         onStart(session: SessionInfo) {
           logger = log.logger.child({
@@ -106,7 +117,7 @@ export function createAuditStage(log: AuditLog): StageFactory {
           }
         },
         onComplete(_session, completion) {
-          if (stream !== undefined) stream.write(statementLine(chindings, completion, max));
+          if (stream !== undefined) stream.write(statementLine(chindings, completion, max, quoted));
           else if (logger !== undefined) logStatement(logger, completion);
         },
         onEnd(session, end) {

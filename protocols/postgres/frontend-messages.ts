@@ -64,6 +64,8 @@ function decodeStartupParams(packet: Buffer): StartupPacket {
 
 /** Reads a NUL-terminated string at `pos` of a frame; undefined when unterminated. */
 function cstring(frame: Buffer, pos: number): { value: string; next: number } | undefined {
+  // Unnamed portals and statements are the common case: no search, no decoding.
+  if (frame[pos] === 0) return { value: '', next: pos + 1 };
   const end = frame.indexOf(0, pos);
   if (end < 0) return undefined;
   return { value: frame.toString('utf8', pos, end), next: end + 1 };
