@@ -14,6 +14,7 @@ import { MAX_WORKERS } from '../proxy/cancel-keys.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
 import { controlPlaneSource, fileSource, type ConfigSource } from './config-sources.js';
 import { PrimaryControl, type WorkerChannel } from './primary-control.js';
+import { servedBindings } from './wiring.js';
 
 export type ProxyOptions =
   | { configFile: string; workers?: number }
@@ -111,7 +112,7 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
     process.exit(1);
   }
   log.info(
-    { workers: count, admin: `${config.admin.listen.host}:${admin.address.port}`, bindings: config.bindings.map((b) => `${b.fqn} on ${b.listen.host}:${b.listen.port}`) },
+    { workers: count, admin: `${config.admin.listen.host}:${admin.address.port}`, bindings: servedBindings(config).map((b) => `${b.fqn} on ${b.listen.host}:${b.listen.port}`) },
     'sempipe proxy started',
   );
 

@@ -55,7 +55,7 @@ export function createStages(metrics: Metrics, audit: AuditLog | undefined, poli
 }
 
 /** The bindings `serve_bindings` lets this process's own workers listen for. */
-function servedBindings(config: SempipeConfig): BindingConfig[] {
+export function servedBindings(config: SempipeConfig): BindingConfig[] {
   const serve = config.serveBindings ?? '::/';
   if (serve === 'none') return [];
   const realm = parseRealm(serve);
