@@ -42,18 +42,36 @@ export async function startSempipe(opts: SempipeStartOptions): Promise<SempipePr
   const adminPort = await freePort();
   const configFile = join(dir, 'sempipe.yaml');
   writeFileSync(configFile, opts.yaml.replaceAll('${ADMIN_PORT}', String(adminPort)));
-  const args = [SEMPIPE_BIN, 'proxy', '--config', configFile, '--workers', String(opts.workers ?? 2)];
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return spawnSempipe(['proxy', '--config', configFile, '--workers', String(opts.workers ?? 2)], {
+    adminPort,
+    configFile,
+    env: opts.env,
+    waitReady: opts.waitReady,
+  });
+}
+
+export interface SpawnOptions {
+  /** The admin port the process serves /readyz and /metrics on. */
+  adminPort: number;
+  configFile?: string;
+  env?: Record<string, string>;
+  /** Wait for /readyz (default true). */
+  waitReady?: boolean;
+}
+
+/** Runs `sempipe ARGS…` (any mode, e.g. a data plane following a control plane). */
+export async function spawnSempipe(args: string[], opts: SpawnOptions): Promise<SempipeProcess> {
+  const child = spawn(process.execPath, [SEMPIPE_BIN, ...args], { env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  const adminUrl = `http://127.0.0.1:${opts.adminPort}`;
   const metrics = async (): Promise<string> => (await fetch(`${adminUrl}/metrics`)).text();
   const proc: SempipeProcess = {
     child,
-    configFile,
+    configFile: opts.configFile ?? '',
     adminUrl,
     stdout: () => out,
     stderr: () => err,
@@ -62,7 +80,7 @@ export async function startSempipe(opts: SempipeStartOptions): Promise<SempipePr
     signal: (sig) => child.kill(sig),
     exited,
     stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
       const code = await exited;
       clearTimeout(timer);

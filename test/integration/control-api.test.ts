@@ -63,7 +63,7 @@ interface Api {
 async function startApi(stateDir: string, token: string | undefined = TOKEN): Promise<Api> {
   const catalog = openCatalog({ stateDir, fileConfig: fileConfig() });
   const sessions = sessionTable([
-    { id: 'w1-1', binding: 'binding::/prod::file-api', user: 'app', clientAddress: '127.0.0.1:50000', startedAt: Date.UTC(2025, 0, 2, 3, 4, 5), statements: 7, bytesIn: 100, bytesOut: 2000 },
+    { id: 'w1-1', binding: 'binding::/prod::file-api', service: 'service::/prod::file-svc', protocol: 'postgres', user: 'app', database: 'app', clientAddress: '127.0.0.1:50000', startedAt: Date.UTC(2025, 0, 2, 3, 4, 5), statements: 7, bytesIn: 100, bytesOut: 2000 },
   ]);
   const server = await startAdminServer({
     host: '127.0.0.1',

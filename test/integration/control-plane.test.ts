@@ -3,16 +3,15 @@
 // API serve at once; sessions of both workers are listed and killed; revocation, credential and
 // upstream-password rotation, and policy changes reach every worker's open sessions; a restart keeps
 // the API-created state; /metrics sums the workers.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { errorOf, run, type RunResult } from '../harness/run.js';
 
 const TOKEN = 'cp-test-token-5b1f0c2a9e';
 const SERVICE = 'service::/cp::db';
@@ -90,25 +89,8 @@ async function connectError(b: Issued, password: string): Promise<{ code?: strin
   }
 }
 
-async function errorOf(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as { code?: string; message: string };
-  }
-  throw new Error('expected the statement to fail');
-}
-
-function psql(uri: string, sql: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(requireBinary('psql'), ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-c', sql, uri], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function psql(uri: string, sql: string): Promise<RunResult> {
+  return run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-c', sql, uri]);
 }
 
 /** /readyz answers 200 only once every worker has applied the latest config generation. */

@@ -13,8 +13,7 @@ import { startAdminServer, type AdminServer } from '../../control/admin-server.j
 import { createApiHandler } from '../../control/api/router.js';
 import { openCatalog, type Catalog } from '../../control/catalog.js';
 import { loadConfig } from '../../control/config.js';
-import { explain } from '../../control/policy/explain.js';
-import { classifySql, initClassifier } from '../../protocols/postgres/sql-classify.js';
+import { initClassifier } from '../../protocols/postgres/sql-classify.js';
 import { prepareCredentials } from '../../bin/wiring.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
@@ -88,10 +87,6 @@ services:
     extra: createApiHandler({
       catalog,
       token: () => TOKEN,
-      explain: (input, config) => {
-        const binding = config.bindings.find((b) => b.fqn === input.binding)!;
-        return explain(config.policies, { binding: binding.fqn, service: binding.service }, input.sql, classifySql);
-      },
       // Sessions live in worker processes: the `sessions` suite below runs against `sempipe proxy`.
       sessions: {
         list: () => Promise.reject(new Error('no data plane in this suite')),

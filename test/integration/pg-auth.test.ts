@@ -3,7 +3,6 @@
 // the errors PostgreSQL itself gives (28P01 alike for a wrong password and an unknown user, 3D000,
 // 28000), the auth timeout, the auth-failure metric and audit lines, that no secret leaks into logs
 // or client errors, and the `check-config` command.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +14,7 @@ import { makeCertificate } from '../harness/certs.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePorts } from '../harness/ports.js';
 import { SEMPIPE_BIN, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { run, type RunResult } from '../harness/run.js';
 
 const SERVICE = 'service::/test::db';
 const BAD_SERVICE = 'service::/test::wrong-upstream-password';
@@ -39,26 +39,6 @@ let sempipe: SempipeProcess;
 let dir: string;
 let verifier: string;
 const ports = {} as Record<Method, number>;
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs a command asynchronously (sempipe's workers write to a pipe this process must keep draining). */
-function run(cmd: string, args: string[], opts: { env?: Record<string, string>; input?: string } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdin.end(opts.input ?? '');
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 const sempipeCli = (args: string[], opts: { env?: Record<string, string>; input?: string } = {}): Promise<RunResult> =>
   run(process.execPath, [SEMPIPE_BIN, ...args], opts);

@@ -1,19 +1,18 @@
 // Real PostgreSQL clients (psql, pgbench, pg, postgres.js) through the real sempipe binary to a real
 // PostgreSQL server: simple and extended protocol, prepared statements, transactions, pipelining,
 // large values and results, COPY both ways, LISTEN/NOTIFY and query cancellation across workers.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { run, type RunResult } from '../harness/run.js';
 
 const CLIENT_USER = 'api';
 const CLIENT_PASSWORD = 'api-secret';
@@ -57,36 +56,6 @@ afterAll(async () => {
   await destroyPostgres(server);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
-
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs a client binary without blocking the event loop: sempipe's workers write the audit log to a
- * pipe this process drains, so a synchronous spawn could stall them.
- */
-function run(cmd: string, args: string[], opts: { env?: Record<string, string>; stdinFile?: string; stdoutFile?: string } = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(requireBinary(cmd), args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    // With a stdout file, the result waits until the file stream has written everything too.
-    let written: Promise<void> = Promise.resolve();
-    if (opts.stdoutFile) {
-      const file = createWriteStream(opts.stdoutFile);
-      written = new Promise((r) => file.once('finish', () => r()));
-      child.stdout.pipe(file);
-    } else child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    if (opts.stdinFile) createReadStream(opts.stdinFile).pipe(child.stdin);
-    else child.stdin.end();
-    child.once('error', reject);
-    child.once('close', (code) => void written.then(() => resolve({ code, stdout, stderr })));
-  });
-}
 
 const viaSempipe = (): string[] => ['-h', '127.0.0.1', '-p', String(port), '-U', CLIENT_USER, '-d', CLIENT_DB];
 const direct = (): string[] => ['-h', server.host, '-p', String(server.port), '-U', server.user, '-d', server.database];

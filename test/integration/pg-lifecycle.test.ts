@@ -11,7 +11,6 @@ import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-ser
 import { freePort } from '../harness/ports.js';
 import { startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
 
-const A = 'binding::/test::a';
 let server: PgServer;
 let portA: number;
 let portB: number;

@@ -2,18 +2,17 @@
 // against the binding's certificate, SCRAM-SHA-256-PLUS with channel binding, a binding that
 // requires TLS), the upstream leg against a real PostgreSQL that refuses plaintext (require,
 // verify-full with a CA, disable refused by the server, a wrong CA), and an upstream that is down.
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TLSSocket } from 'node:tls';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { requireBinary } from '../harness/binaries.js';
 import { makeCertificate, type Certificate } from '../harness/certs.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePorts } from '../harness/ports.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { run, type RunResult } from '../harness/run.js';
 
 const PASSWORD = 'api-secret';
 const SERVICES = {
@@ -88,27 +87,10 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /** psql with a libpq connection string; asynchronous so that sempipe's log pipe keeps draining. */
 function psql(binding: BindingName, conn: string, sql: string): Promise<RunResult> {
   const conninfo = `host=127.0.0.1 port=${ports[binding]} user=api dbname=orders connect_timeout=5 ${conn}`;
-  return new Promise((resolve, reject) => {
-    const child = spawn(requireBinary('psql'), ['-X', '-At', '-v', 'ON_ERROR_STOP=1', conninfo, '-c', sql], {
-      env: { ...process.env, PGPASSWORD: PASSWORD },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.once('error', reject);
-    child.once('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return run('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', conninfo, '-c', sql], { env: { PGPASSWORD: PASSWORD } });
 }
 
 /** Whether the upstream leg of the session is TLS, as the upstream server itself reports it. */

@@ -5,17 +5,16 @@
 // statement cancelled, rate limits, max_sessions across workers, a policy change applied to an open
 // session after SIGHUP, HTTP hooks (permit, deny, timeout fail-closed, fail-open), notifications
 // with latencies, the denial metric and the audit lines.
-import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePorts } from '../harness/ports.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { errorOf, run, type RunResult } from '../harness/run.js';
 
 const USER = 'api';
 const PASSWORD = 'api-secret';
@@ -158,28 +157,9 @@ async function withClient<T>(b: BindingName, fn: (c: pg.Client) => Promise<T>): 
   }
 }
 
-async function errorOf(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await p;
-  } catch (err) {
-    return err as { code?: string; message: string };
-  }
-  throw new Error('expected the statement to fail');
-}
-
-function psql(b: BindingName, sql: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(
-      requireBinary('psql'),
-      ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', '127.0.0.1', '-p', String(ports[b]), '-U', USER, '-d', DB, '-c', sql],
-      { env: { ...process.env, PGPASSWORD: PASSWORD }, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+function psql(b: BindingName, sql: string): Promise<RunResult> {
+  return run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', '127.0.0.1', '-p', String(ports[b]), '-U', USER, '-d', DB, '-c', sql], {
+    env: { PGPASSWORD: PASSWORD },
   });
 }
 
@@ -278,7 +258,7 @@ describe('extended protocol', () => {
       const reason = (results[2] as PromiseRejectedResult).reason as { code: string; message: string };
       expect(reason.code).toBe('42501');
       expect(reason.message).toContain('(rule deny.classes)');
-      expect(((results[3] as PromiseFulfilledResult<Array<{ c: number }>>).value)[0]!.c).toBe(3);
+      expect(((results[3] as unknown as PromiseFulfilledResult<Array<{ c: number }>>).value)[0]!.c).toBe(3);
       expect((await sql`select ${5}::int as x`)[0]!.x).toBe(5);
     } finally {
       await sql.end();

@@ -6,16 +6,16 @@
 // connected metric; API revocation and creation reach it within a second; with the control plane
 // killed it keeps serving, restarts from its 0600 disk cache, and applies the changes made
 // meanwhile once the control plane is back.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePorts } from '../harness/ports.js';
-import { sampleValue, SEMPIPE_BIN, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { SEMPIPE_BIN, spawnSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { run, type RunResult } from '../harness/run.js';
 
 const TOKEN = 'sidecar-test-token-7d3e91';
 const SERVICE = 'service::/shared::db';
@@ -67,44 +67,12 @@ bindings:
 ${withB1 ? binding(B1, p1, 'one') : ''}${binding(B2, p2, 'two')}${withB5 ? binding(B5, p5, 'five') : ''}`;
 }
 
-/** Spawns the real binary with `args` and waits for /readyz on `adminPort`, like startSempipe. */
-async function spawnSempipe(args: string[], adminPort: number, waitForReady = true): Promise<SempipeProcess> {
-  const child = spawn(process.execPath, [SEMPIPE_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
-  const metrics = async (): Promise<string> => (await fetch(`${adminUrl}/metrics`)).text();
-  const proc: SempipeProcess = {
-    child,
-    configFile: '',
-    adminUrl,
-    stdout: () => out,
-    stderr: () => err,
-    metrics,
-    metric: async (name, labels = {}) => sampleValue(await metrics(), name, labels),
-    signal: (sig) => child.kill(sig),
-    exited,
-    stop: async () => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      const code = await exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
-  if (waitForReady) await waitReady(proc);
-  return proc;
-}
-
-const startControlPlane = (): Promise<SempipeProcess> => spawnSempipe(['proxy', '--config', cpConfig, '--workers', '2'], cpAdminPort);
+const startControlPlane = (): Promise<SempipeProcess> => spawnSempipe(['proxy', '--config', cpConfig, '--workers', '2'], { adminPort: cpAdminPort, configFile: cpConfig });
 
 const startDataPlane = (): Promise<SempipeProcess> =>
   spawnSempipe(
     ['proxy', '--control-plane', `http://127.0.0.1:${cpAdminPort}`, '--token', TOKEN, '--bindings', 'binding::/team-a', '--admin', `127.0.0.1:${dpAdminPort}`, '--cache-dir', cacheDir, '--workers', '2'],
-    dpAdminPort,
+    { adminPort: dpAdminPort },
   );
 
 async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
@@ -162,19 +130,10 @@ async function eventually(check: () => Promise<boolean> | boolean, timeoutMs: nu
   }
 }
 
-function psql(fqn: string, sql: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function psql(fqn: string, sql: string): Promise<RunResult> {
   const t = targets.get(fqn)!;
-  return new Promise((resolve, reject) => {
-    const child = spawn(requireBinary('psql'), ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, '-d', 'orders', '-c', sql], {
-      env: { ...process.env, PGPASSWORD: t.password },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  return run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, '-d', 'orders', '-c', sql], {
+    env: { PGPASSWORD: t.password },
   });
 }
 
