@@ -17,7 +17,7 @@ import { initPgbench, pgbenchArgs, QUERY_MODES, runPgbench, type PgTarget, type 
 import { startPgbouncer } from './pgbouncer-process.js';
 import { processTree, totalRss } from './process-rss.js';
 import { formatBytes, formatRatio, formatTable, formatTps, median } from './report.js';
-import { versionOf } from './run-command.js';
+import { versionOf } from '../test/harness/run.js';
 import { baseSempipeConfig, policySempipeConfig, startBenchSempipe, type SempipeVariant } from './sempipe-bench-process.js';
 import { Teardown } from './teardown.js';
 

@@ -1,8 +1,7 @@
 // Runs pgbench against one target: `pgbench -i` to create the tables, and timed select-only runs
 // (-S) in simple or prepared query mode, returning the TPS pgbench reports.
-import { requireBinary } from '../test/harness/binaries.js';
 import { PGBENCH_CLIENTS, PGBENCH_THREADS } from './bench-settings.js';
-import { runCommand } from './run-command.js';
+import { run } from '../test/harness/run.js';
 
 /** Where and as whom a client logs in. */
 export interface PgTarget {
@@ -32,14 +31,14 @@ export function pgbenchArgs(target: Omit<PgTarget, 'password'>, mode: QueryMode,
   ];
 }
 
-function env(target: PgTarget): NodeJS.ProcessEnv {
-  return { ...process.env, PGPASSWORD: target.password, PGSSLMODE: 'disable', PGAPPNAME: 'sempipe-bench' };
+function env(target: PgTarget): Record<string, string> {
+  return { PGPASSWORD: target.password, PGSSLMODE: 'disable', PGAPPNAME: 'sempipe-bench' };
 }
 
 /** Creates and fills pgbench's tables (pgbench -i -s scale), directly against the server. */
 export async function initPgbench(target: PgTarget, scale: number, signal: AbortSignal): Promise<void> {
   const args = ['-i', '-q', '-s', String(scale), '-h', target.host, '-p', String(target.port), '-U', target.user, target.database];
-  const r = await runCommand(requireBinary('pgbench'), args, { env: env(target), signal, timeoutMs: 30 * 60_000 });
+  const r = await run('pgbench', args, { env: env(target), signal, timeoutMs: 30 * 60_000 });
   if (r.code !== 0) throw new Error(`pgbench -i failed (exit ${r.code}): ${r.stderr.trim()}`);
 }
 
@@ -53,7 +52,7 @@ export function parsePgbenchOutput(stdout: string): PgbenchResult {
 }
 
 export async function runPgbench(target: PgTarget, mode: QueryMode, seconds: number, signal: AbortSignal): Promise<PgbenchResult> {
-  const r = await runCommand(requireBinary('pgbench'), pgbenchArgs(target, mode, seconds), {
+  const r = await run('pgbench', pgbenchArgs(target, mode, seconds), {
     env: env(target),
     signal,
     timeoutMs: (seconds + 120) * 1000,

@@ -1,6 +1,7 @@
-// Runs client binaries (psql, pgbench, the sempipe CLI) for the integration suites, asynchronously:
-// sempipe's workers write their logs to pipes this process must keep draining, so a synchronous
-// spawn could stall them. Also the small assertion helper the suites share for expected failures.
+// Runs client binaries (psql, pgbench, the sempipe CLI) for the integration suites and the
+// benchmarks, asynchronously: sempipe's workers write their logs to pipes this process must keep
+// draining, so a synchronous spawn could stall them. Also the small assertion helper the suites
+// share for expected failures.
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { requireBinary } from './binaries.js';
@@ -19,13 +20,23 @@ export interface RunOptions {
   stdinFile?: string;
   /** Standard output goes to this file instead of `stdout`; the result waits until it is written. */
   stdoutFile?: string;
+  /** Aborting kills the command (a benchmark stopped with Ctrl-C leaves no pgbench behind). */
+  signal?: AbortSignal;
+  /** Killed (SIGKILL) when still running after this long. */
+  timeoutMs?: number;
 }
 
 /** `cmd` is a path, or a binary name found the way the harness finds PostgreSQL's binaries. */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
   const path = cmd.includes('/') ? cmd : requireBinary(cmd);
   return new Promise((resolve, reject) => {
-    const child = spawn(path, args, { env: { ...process.env, ...opts.env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(path, args, {
+      env: { ...process.env, ...opts.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+      signal: opts.signal,
+      timeout: opts.timeoutMs,
+      killSignal: 'SIGKILL',
+    });
     let stdout = '';
     let stderr = '';
     let written: Promise<void> = Promise.resolve();
@@ -50,4 +61,14 @@ export async function errorOf(p: Promise<unknown>): Promise<{ code?: string; mes
     return err as { code?: string; message: string };
   }
   throw new Error('expected the statement to fail');
+}
+
+/** First line of `command --version`, or a note that it could not be run. */
+export async function versionOf(command: string): Promise<string> {
+  try {
+    const r = await run(command, ['--version'], { timeoutMs: 10_000 });
+    return (r.stdout || r.stderr).split('\n')[0]!.trim();
+  } catch (err) {
+    return `unknown (${(err as Error).message})`;
+  }
 }
