@@ -7,6 +7,7 @@ import { createAuditLog } from '../control/audit.js';
 import { startAdminServer } from '../control/admin-server.js';
 import type { SempipeConfig } from '../control/config.js';
 import { createMetrics, localMetricsReader, METRICS_CONTENT_TYPE } from '../control/metrics.js';
+import { policySchema } from '../control/policy/policy-schema.js';
 import { createOpsLog } from '../control/ops-log.js';
 import { PolicySet } from '../control/policy/policy-set.js';
 import { DataPlane } from '../proxy/data-plane.js';
@@ -50,18 +51,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       },
     ],
     // PGlite's socket server loses its backend on COPY FROM STDIN; refuse it with a clear error.
-    policies: [
-      {
-        fqn: 'policy::/demo::pglite-limits',
-        realm: 'binding::/demo',
-        deny: { classes: ['copy_in'], functions: [], tables: [] },
-        readOnly: false,
-        sideEffectFunctions: [],
-        limits: {},
-        hooks: [],
-        notifications: [],
-      },
-    ],
+    policies: [policySchema.parse({ fqn: 'policy::/demo::pglite-limits', realm: 'binding::/demo', deny: { classes: ['copy_in'] } })],
     stateDir: resolve('sempipe-data'),
   });
 

@@ -4,7 +4,7 @@
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../control/config.js';
-import { parseHostPort } from '../control/config-schema.js';
+import { DEFAULT_ADMIN_LISTEN, parseHostPort } from '../control/config-schema.js';
 import { parseRealm } from '../control/fqn.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
 import { readSecret } from './read-secret.js';
@@ -54,7 +54,7 @@ async function main(argv: string[]): Promise<number> {
       if (values.config) return usage('--config and --control-plane exclude each other');
       const token = values.token ?? process.env.SEMPIPE_CONTROL_PLANE_TOKEN;
       if (!token) return usage('--control-plane needs --token T (or SEMPIPE_CONTROL_PLANE_TOKEN)');
-      const admin = parseHostPort(values.admin ?? '127.0.0.1:9187');
+      const admin = parseHostPort(values.admin ?? DEFAULT_ADMIN_LISTEN);
       if (admin === undefined) return usage('--admin takes HOST:PORT');
       const realm = values.bindings ?? '::/';
       try {

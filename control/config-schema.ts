@@ -18,7 +18,7 @@ export interface HostPort {
   port: number;
 }
 
-const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9187';
+export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9187';
 
 /** Node's timers fire at once for delays above 2^31-1 ms, so longer durations are refused. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
