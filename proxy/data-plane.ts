@@ -66,11 +66,6 @@ export class DataPlane implements ConnectionHost {
     this.opts.onUpstreamError?.(binding, error);
   }
 
-  /** Bound addresses by binding FQN. */
-  addresses(): Map<string, string> {
-    return new Map([...this.listeners].map(([fqn, l]) => [fqn, l.address]));
-  }
-
   /** Makes the listeners match `specs`: new ones open, removed ones close with their sessions. */
   async apply(specs: readonly BindingSpec[]): Promise<ApplyResult> {
     const wanted = new Map(specs.map((s) => [s.fqn, s]));

@@ -43,10 +43,6 @@ export class SessionRegistry {
     if (this.sessions.size === 0) for (const w of this.emptyWaiters.splice(0)) w();
   }
 
-  get size(): number {
-    return this.sessions.size;
-  }
-
   get(id: string): LiveSession | undefined {
     return this.sessions.get(id);
   }

@@ -76,11 +76,6 @@ export class FrameScanner {
     return this.headerFill === 0 && this.skip === 0 && this.partial === undefined;
   }
 
-  /** True while a wanted frame is being assembled across chunks. */
-  get assembling(): boolean {
-    return this.partial !== undefined;
-  }
-
   /**
    * Scans `chunk` from `start`. Returns true when the whole chunk was consumed, false when a
    * handler asked to stop (see `stoppedAt`) or the stream is invalid (see `status`).
