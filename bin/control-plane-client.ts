@@ -3,7 +3,7 @@
 // disk so a restart while the control plane is away still serves, and reports whether the control
 // plane is reachable. Reconnects with backoff; a silent stream (no heartbeat) counts as lost.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
@@ -129,8 +129,9 @@ export class ControlPlaneClient {
   private pemFile(pem: string, ext: string): string {
     const dir = join(this.opts.cacheDir, 'tls');
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // Named by content: a file already written for an earlier snapshot is the same file.
     const file = join(dir, `${createHash('sha256').update(pem).digest('hex').slice(0, 16)}.${ext}`);
-    writeFileSync(file, pem, { mode: 0o600 });
+    if (!existsSync(file)) writeFileSync(file, pem, { mode: 0o600 });
     return file;
   }
 
