@@ -1,8 +1,11 @@
 // Tests for the audit log's output plumbing: JSON lines to a file, explicit and timed flushes,
-// close, and the pretty format for terminals.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+// close, batches of lines of any size, whole lines when several processes share a pipe, and the
+// pretty format for terminals.
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createAuditLog, type AuditLog } from './audit.js';
 
@@ -62,6 +65,37 @@ describe('createAuditLog', () => {
     expect(lines(file)).toHaveLength(3);
     await log.flush();
     await log.close();
+  });
+
+  it('keeps every line whole and in order across batches, with multi-byte text and a line longer than a batch', async () => {
+    const file = tempFile('audit.log');
+    const log = open(file);
+    const texts = Array.from({ length: 3000 }, (_, i) => (i % 7 === 0 ? `wähle ✓ ${i} 😀` : `select ${i}`));
+    texts[1500] = 'x'.repeat(200_000);
+    for (const [i, text] of texts.entries()) log.logger.info({ event: 'statement', n: i, text });
+    await log.close();
+    const written = lines(file).map((l) => JSON.parse(l) as { n: number; text: string });
+    expect(written.map((l) => l.n)).toEqual(texts.map((_, i) => i));
+    expect(written.map((l) => l.text)).toEqual(texts);
+  });
+
+  it('writes whole lines when several processes share one pipe as stdout', async () => {
+    const audit = resolve(import.meta.dirname, '../dist/control/audit.js');
+    const child = tempFile('writer.mjs');
+    writeFileSync(
+      child,
+      `const { createAuditLog } = await import(${JSON.stringify(audit)});
+      const log = createAuditLog({ destination: 'stdout', pretty: false, maxStatementLength: 100 });
+      for (let i = 0; i < 5000; i++) log.logger.info({ event: 'statement', writer: process.argv[2], n: i, pad: 'é'.repeat(i % 300) });
+      await log.close();`,
+    );
+    const node = (id: string): string => `"${process.execPath}" "${child}" ${id}`;
+    const { stdout, stderr } = await promisify(execFile)('sh', ['-c', `(${node('a')} & ${node('b')} & ${node('c')} & wait) | (sleep 0.3; dd bs=512 2>/dev/null)`], { maxBuffer: 64 * 1024 * 1024 });
+    expect(stderr).toBe('');
+    const written = stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { writer: string; n: number });
+    for (const writer of ['a', 'b', 'c']) {
+      expect(written.filter((l) => l.writer === writer).map((l) => l.n)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+    }
   });
 
   it('pretty output is human-readable text, not JSON', async () => {

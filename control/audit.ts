@@ -27,44 +27,62 @@ export interface AuditLog {
 /** Buffered lines are written at least this often, so the log stays close to real time. */
 const FLUSH_INTERVAL_MS = 200;
 /**
- * Batch sizes, in UTF-16 units of whole lines. Several worker processes append to one destination.
- * A file is opened with O_APPEND, where each write lands whole, so large batches amortise the write
- * calls. On stdout/stderr (often a pipe) only writes up to PIPE_BUF (4096 bytes) are atomic: a batch
- * of at most 1365 units is at most 4095 bytes of UTF-8, so lines of different workers never mix
- * (a single longer line is written alone).
+ * Batch sizes in bytes. Several worker processes append to one destination. A file is opened with
+ * O_APPEND, where each write lands whole, so large batches amortise the write calls. On
+ * stdout/stderr (often a pipe) only writes up to PIPE_BUF (4096 bytes) are atomic, so a batch holds
+ * at most that much and lines of different workers never mix (a single longer line is written alone).
  */
-const FILE_BATCH = 32 * 1024;
-const PIPE_BATCH = 1365;
+const FILE_BATCH = 64 * 1024;
+const PIPE_BATCH = 4096;
+/** UTF-8 needs at most three bytes per UTF-16 unit. */
+const MAX_UTF8_PER_UNIT = 3;
 
 /**
- * Gathers whole lines (every event of the log, pino's and the statement fast path's, in order) and
- * hands them to sonic-boom in batches: sonic-boom measures the byte length of what it is given and
- * of its pending buffer on every write, which per line would cost more than the line itself.
+ * Gathers whole lines (every event of the log, pino's and the statement fast path's, in order),
+ * encoding each straight into a byte buffer, and hands full buffers to sonic-boom in buffer mode:
+ * no concatenated string to flatten and convert per write, and sonic-boom does not measure the
+ * byte length of what it holds on every line.
  */
 class LineBatcher {
-  private pending = '';
+  private buffer: Buffer;
+  private used = 0;
 
   constructor(
     private readonly target: SonicBoomLike,
-    private readonly limit: number,
-  ) {}
+    private readonly size: number,
+  ) {
+    this.buffer = Buffer.allocUnsafe(size);
+  }
 
   write(line: string): boolean {
-    if (this.pending.length > 0 && this.pending.length + line.length > this.limit) this.flush();
-    this.pending += line;
-    if (this.pending.length >= this.limit) this.flush();
+    if (!this.fits(line)) {
+      this.flush();
+      if (!this.fits(line)) {
+        this.target.write(Buffer.from(line));
+        return true;
+      }
+    }
+    this.used += this.buffer.write(line, this.used);
     return true;
   }
 
   flush(): void {
-    if (this.pending.length === 0) return;
-    this.target.write(this.pending);
-    this.pending = '';
+    if (this.used === 0) return;
+    // The target may still hold the batch after write() returns (an asynchronous write): a new
+    // buffer takes the next lines.
+    this.target.write(this.buffer.subarray(0, this.used));
+    this.buffer = Buffer.allocUnsafe(this.size);
+    this.used = 0;
+  }
+
+  private fits(line: string): boolean {
+    const room = this.size - this.used;
+    return line.length * MAX_UTF8_PER_UNIT <= room || Buffer.byteLength(line) <= room;
   }
 }
 
 interface SonicBoomLike {
-  write(data: string): boolean;
+  write(data: Buffer): boolean;
 }
 
 /** A destination stream with the flush/close operations the audit log needs. */
@@ -89,9 +107,13 @@ function isTerminal(destination: string): boolean {
 function bufferedSink(dest: number | string): AuditSink {
   const pipe = typeof dest === 'number';
   // minLength 1: sonic-boom writes each batch as it comes and its flush waits for the writes;
-  // maxWrite bounds what it merges into one write (PIPE_BUF on pipes).
-  const stream = pino.destination({ dest, sync: false, minLength: 1, maxWrite: pipe ? 4096 : 64 * 1024, mkdir: true });
-  const batcher = new LineBatcher(stream, pipe ? PIPE_BATCH : FILE_BATCH);
+  // maxWrite bounds what it merges into one write (PIPE_BUF on pipes). A file is written
+  // synchronously, a batch at a time, as nginx writes its buffered access log: appending to the
+  // page cache costs less than handing each batch to the thread pool and back. A pipe's reader
+  // may be slow, so there the writes stay asynchronous and never block the event loop.
+  const stream = pino.destination({ dest, sync: !pipe, contentMode: 'buffer', minLength: 1, maxWrite: pipe ? PIPE_BATCH : FILE_BATCH, mkdir: true });
+  // In buffer mode sonic-boom takes Buffers; its typings only declare the string form.
+  const batcher = new LineBatcher(stream as unknown as SonicBoomLike, pipe ? PIPE_BATCH : FILE_BATCH);
   const timer = setInterval(() => batcher.flush(), FLUSH_INTERVAL_MS);
   timer.unref();
   let closed: Promise<void> | undefined;

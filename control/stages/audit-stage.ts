@@ -36,6 +36,17 @@ function isoNow(): string {
   return isoText;
 }
 
+/** JSON strings of the statement classes seen so far (a handful of names). */
+const classJson = new Map<string, string>();
+function quotedClass(statementClass: string): string {
+  let json = classJson.get(statementClass);
+  if (json === undefined) {
+    json = JSON.stringify(statementClass);
+    classJson.set(statementClass, json);
+  }
+  return json;
+}
+
 interface PinoInternals {
   [key: symbol]: unknown;
 }
@@ -44,7 +55,7 @@ interface PinoInternals {
 function statementLine(chindings: string, c: CompletionEvent, max: number, quoted: (text: string) => string): string {
   const truncated = c.text.length > max;
   const statement = quoted(truncated ? truncateStatement(c.text, max) : c.text);
-  let line = `{"level":"info","time":"${isoNow()}"${chindings},"event":"statement","statement":${statement},"class":${JSON.stringify(c.statementClass)},"duration_ms":${toMilliseconds(c.durationNs)},"rows":${c.rows},"outcome":"${c.outcome}"`;
+  let line = `{"level":"info","time":"${isoNow()}"${chindings},"event":"statement","statement":${statement},"class":${quotedClass(c.statementClass)},"duration_ms":${toMilliseconds(c.durationNs)},"rows":${c.rows},"outcome":"${c.outcome}"`;
   if (truncated) line += ',"statement_truncated":true';
   if (c.outcome !== 'ok') line += `,"sqlstate":${JSON.stringify(c.code)},"error":${JSON.stringify(c.message)}`;
   if (c.rule !== undefined) line += `,"rule":${JSON.stringify(c.rule)}`;

@@ -25,7 +25,7 @@ export function decodeErrorResponse(frame: Buffer): DecodedError {
 }
 
 /** The tag of a CommandComplete frame, e.g. "SELECT 3". */
-export function decodeCommandTag(frame: Buffer): string {
-  const end = frame.indexOf(0, 5);
-  return frame.toString('latin1', 5, end < 0 ? frame.length : end);
+export function decodeCommandTag(frame: Buffer, start = 0, end = frame.length): string {
+  const nul = frame.indexOf(0, start + 5);
+  return frame.toString('latin1', start + 5, nul < 0 || nul > end ? end : nul);
 }

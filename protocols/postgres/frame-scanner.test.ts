@@ -4,7 +4,7 @@
 // fast-check properties over arbitrary byte streams cut into arbitrary chunks.
 import { describe, expect, test } from 'vitest';
 import fc from 'fast-check';
-import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler } from './frame-scanner.js';
+import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler, type FrameRef } from './frame-scanner.js';
 
 function frame(type: string, payload: Buffer | string = Buffer.alloc(0)): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
@@ -55,11 +55,11 @@ function feed(chunks: readonly Buffer[], max = 1 << 20, wanted = WANTED): Outcom
   const heldFrom: number[] = [];
   let inFrom = 0;
   const handler: FrameHandler = {
-    onFrame(_type, f, end, assembled) {
-      captured.push(Buffer.from(f));
-      if (assembled) {
-        out.push(Buffer.from(f));
-        inFrom = end;
+    onFrame(_type, f) {
+      captured.push(Buffer.from(f.view()));
+      if (f.assembled) {
+        out.push(Buffer.from(f.view()));
+        inFrom = f.endInChunk;
       }
       return true;
     },
@@ -94,12 +94,16 @@ function split(buf: Buffer, cuts: readonly number[]): Buffer[] {
 const OFFSETS = FRAMES.reduce<number[]>((acc, f, i) => [...acc, i === 0 ? 0 : acc[i - 1] + FRAMES[i - 1].length], []);
 
 describe('FrameScanner on a fixed stream', () => {
-  test('one chunk: the wanted frames are captured as subarrays and nothing is held', () => {
+  test('one chunk: the wanted frames are handed over as ranges of the chunk and nothing is held', () => {
     const scanner = new FrameScanner(WANTED, 1 << 20);
-    const seen: Array<{ type: number; frame: Buffer; end: number; assembled: boolean }> = [];
-    expect(scanner.scan(STREAM, { onFrame: (type, f, end, assembled) => (seen.push({ type, frame: f, end, assembled }), true) })).toBe(true);
+    const seen: Array<{ type: number; frame: Buffer; end: number; assembled: boolean; inChunk: boolean }> = [];
+    const onFrame = (type: number, f: FrameRef): boolean => {
+      seen.push({ type, frame: f.view(), end: f.endInChunk, assembled: f.assembled, inChunk: f.buf === STREAM && f.end === f.endInChunk });
+      return true;
+    };
+    expect(scanner.scan(STREAM, { onFrame })).toBe(true);
     expect(seen.map((s) => s.frame)).toEqual(WANTED_FRAMES);
-    expect(seen.every((s) => !s.assembled && s.frame.buffer === STREAM.buffer)).toBe(true);
+    expect(seen.every((s) => !s.assembled && s.inChunk && s.frame.buffer === STREAM.buffer)).toBe(true);
     expect(seen.map((s) => s.end)).toEqual(FRAMES.map((f, i) => OFFSETS[i] + f.length).filter((_, i) => WANTED[FRAMES[i][0]] === 1));
     expect(scanner.heldFrom).toBe(STREAM.length);
     expect(scanner.atBoundary).toBe(true);

@@ -14,14 +14,37 @@ export const enum ScanStatus {
   TooLarge = 2,
 }
 
+/**
+ * The frame a scanner hands to its handler: bytes [start, end) of `buf`. The scanner fills one
+ * FrameRef per frame and reuses it, so a frame costs no allocation; it is valid only during the
+ * handler call (`view()` or a copy keeps it longer).
+ */
+export class FrameRef {
+  buf: Buffer = Buffer.alloc(0);
+  start = 0;
+  end = 0;
+  /** Offset just past the frame in the current chunk. */
+  endInChunk = 0;
+  /** The frame was split across chunks and assembled into a buffer of its own (`buf` is just the frame). */
+  assembled = false;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  /** The frame as a Buffer of its own (a subarray of the chunk unless assembled). */
+  view(): Buffer {
+    return this.assembled ? this.buf : this.buf.subarray(this.start, this.end);
+  }
+}
+
 /** Receives the frames of the types a scanner was asked for. */
 export interface FrameHandler {
   /**
-   * A complete wanted frame: `frame` is the whole message (type byte, length, payload). When it
-   * lies inside the chunk it is a subarray of it; `endInChunk` is the offset just past it in the
-   * current chunk. Return false to stop scanning this chunk (the caller resumes with `resume`).
+   * A complete wanted frame (see FrameRef; when not assembled, `buf` is the chunk). Return false to
+   * stop scanning this chunk (the caller resumes with `stoppedAt`).
    */
-  onFrame(type: number, frame: Buffer, endInChunk: number, assembled: boolean): boolean;
+  onFrame(type: number, frame: FrameRef): boolean;
   /** A frame of an uncaptured type started (header complete); `length` counts the payload + 4. */
   onFrameHeader?(type: number, length: number): void;
   /**
@@ -45,6 +68,7 @@ export function frameTypeSet(types: readonly number[]): Uint8Array {
  */
 export class FrameScanner {
   private readonly header = Buffer.allocUnsafe(5);
+  private readonly frame = new FrameRef();
   private headerFill = 0;
   /** Payload bytes of the current unwanted frame still to skip. */
   private skip = 0;
@@ -100,7 +124,7 @@ export class FrameScanner {
           const frame = this.partial;
           this.partial = undefined;
           this.partialFill = 0;
-          if (!handler.onFrame(frame[0], frame, pos, true)) {
+          if (!handler.onFrame(frame[0], this.assembled(frame, pos))) {
             this.stoppedAt = pos;
             return false;
           }
@@ -133,7 +157,13 @@ export class FrameScanner {
       if (this.wanted[type] === 1) {
         if (frameStart >= 0 && end - pos >= body) {
           pos += body;
-          if (!handler.onFrame(type, chunk.subarray(frameStart, pos), pos, false)) {
+          const ref = this.frame;
+          ref.buf = chunk;
+          ref.start = frameStart;
+          ref.end = pos;
+          ref.endInChunk = pos;
+          ref.assembled = false;
+          if (!handler.onFrame(type, ref)) {
             this.stoppedAt = pos;
             return false;
           }
@@ -147,7 +177,7 @@ export class FrameScanner {
         if (this.partialFill === frame.length) {
           this.partial = undefined;
           this.partialFill = 0;
-          if (!handler.onFrame(type, frame, pos, true)) {
+          if (!handler.onFrame(type, this.assembled(frame, pos))) {
             this.stoppedAt = pos;
             return false;
           }
@@ -160,6 +190,16 @@ export class FrameScanner {
     }
     this.heldFrom = this.partial !== undefined || this.headerFill > 0 ? frameBegin : end;
     return true;
+  }
+
+  private assembled(frame: Buffer, endInChunk: number): FrameRef {
+    const ref = this.frame;
+    ref.buf = frame;
+    ref.start = 0;
+    ref.end = frame.length;
+    ref.endInChunk = endInChunk;
+    ref.assembled = true;
+    return ref;
   }
 
   private fail(status: ScanStatus, type: number, length: number): false {

@@ -121,6 +121,34 @@ describe('typed frontend messages', () => {
     expect(decodeClose(typed('C', 'Sname'))).toBeUndefined();
   });
 
+  test('a frame decoded in place inside a larger chunk reads only its own bytes', () => {
+    const before = serialize.query('select 0');
+    const frames = [
+      serialize.parse({ name: 's1', text: 'select $1' }),
+      serialize.bind({ portal: 'p1', statement: 's1', values: ['1'] }),
+      serialize.execute({ portal: 'p1' }),
+      serialize.close({ type: 'S', name: 's1' }),
+      serialize.query('select 2'),
+    ];
+    const chunk = Buffer.concat([before, ...frames]);
+    let start = before.length;
+    const at = frames.map((f) => {
+      const range = [start, start + f.length] as const;
+      start += f.length;
+      return range;
+    });
+    expect(decodeParse(chunk, ...at[0])).toEqual({ name: 's1', query: 'select $1' });
+    expect(decodeBindNames(chunk, ...at[1])).toEqual({ portal: 'p1', statement: 's1' });
+    expect(decodeExecutePortal(chunk, ...at[2])).toBe('p1');
+    expect(decodeClose(chunk, ...at[3])).toEqual({ target: 0x53, name: 's1' });
+    expect(decodeQuery(chunk, ...at[4])).toBe('select 2');
+    // An unterminated string does not run on into the next frame's NUL bytes.
+    const open = Buffer.concat([typed('Q', 'select 1'), serialize.sync()]);
+    expect(decodeQuery(open, 0, open.length - 5)).toBeUndefined();
+    const openBind = Buffer.concat([typed('B', 'p1\0s1'), serialize.execute({ portal: '' })]);
+    expect(decodeBindNames(openBind, 0, openBind.length - serialize.execute({ portal: '' }).length)).toBeUndefined();
+  });
+
   test('PasswordMessage: the password, or undefined when unterminated or followed by bytes', () => {
     expect(decodePasswordMessage(serialize.password('s3cret'))).toBe('s3cret');
     expect(decodePasswordMessage(typed('p', 's3cret'))).toBeUndefined();

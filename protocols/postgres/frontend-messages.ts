@@ -62,65 +62,79 @@ function decodeStartupParams(packet: Buffer): StartupPacket {
   return { kind: 'startup', params };
 }
 
-/** Reads a NUL-terminated string at `pos` of a frame; undefined when unterminated. */
-function cstring(frame: Buffer, pos: number): { value: string; next: number } | undefined {
+/** Offset just past the string the last successful `cstring` call read. */
+let cstringNext = 0;
+
+/**
+ * Reads a NUL-terminated string that starts at `pos` and ends before `end`; undefined when it is
+ * unterminated. Leaves the offset after it in `cstringNext` (a module variable rather than a result
+ * object, so the relay's decoding of a statement allocates nothing but the strings).
+ */
+function cstring(frame: Buffer, pos: number, end: number): string | undefined {
   // Unnamed portals and statements are the common case: no search, no decoding.
-  if (frame[pos] === 0) return { value: '', next: pos + 1 };
-  const end = frame.indexOf(0, pos);
-  if (end < 0) return undefined;
-  return { value: frame.toString('utf8', pos, end), next: end + 1 };
+  if (pos < end && frame[pos] === 0) {
+    cstringNext = pos + 1;
+    return '';
+  }
+  const nul = frame.indexOf(0, pos);
+  if (nul < 0 || nul >= end) return undefined;
+  cstringNext = nul + 1;
+  return frame.toString('utf8', pos, nul);
 }
 
+// The statement decoders read the frame at [start, end) of `frame` (type byte first), so the relay
+// can decode a frame in place in the received chunk.
+
 /** Query ('Q'): the SQL text; undefined when malformed. */
-export function decodeQuery(frame: Buffer): string | undefined {
-  return cstring(frame, 5)?.value;
+export function decodeQuery(frame: Buffer, start = 0, end = frame.length): string | undefined {
+  return cstring(frame, start + 5, end);
 }
 
 /** Parse ('P'): prepared statement name and query text; undefined when malformed. */
-export function decodeParse(frame: Buffer): { name: string; query: string } | undefined {
-  const name = cstring(frame, 5);
-  if (!name) return undefined;
-  const query = cstring(frame, name.next);
-  if (!query) return undefined;
-  return { name: name.value, query: query.value };
+export function decodeParse(frame: Buffer, start = 0, end = frame.length): { name: string; query: string } | undefined {
+  const name = cstring(frame, start + 5, end);
+  if (name === undefined) return undefined;
+  const query = cstring(frame, cstringNext, end);
+  if (query === undefined) return undefined;
+  return { name, query };
 }
 
 /** Bind ('B'): destination portal and source statement names; undefined when malformed. */
-export function decodeBindNames(frame: Buffer): { portal: string; statement: string } | undefined {
-  const portal = cstring(frame, 5);
-  if (!portal) return undefined;
-  const statement = cstring(frame, portal.next);
-  if (!statement) return undefined;
-  return { portal: portal.value, statement: statement.value };
+export function decodeBindNames(frame: Buffer, start = 0, end = frame.length): { portal: string; statement: string } | undefined {
+  const portal = cstring(frame, start + 5, end);
+  if (portal === undefined) return undefined;
+  const statement = cstring(frame, cstringNext, end);
+  if (statement === undefined) return undefined;
+  return { portal, statement };
 }
 
 /** Execute ('E'): the portal name; undefined when malformed. */
-export function decodeExecutePortal(frame: Buffer): string | undefined {
-  return cstring(frame, 5)?.value;
+export function decodeExecutePortal(frame: Buffer, start = 0, end = frame.length): string | undefined {
+  return cstring(frame, start + 5, end);
 }
 
 /** Close ('C'): 'S' statement or 'P' portal and its name. */
-export function decodeClose(frame: Buffer): { target: number; name: string } | undefined {
-  if (frame.length < 7) return undefined;
-  const name = cstring(frame, 6);
-  return name ? { target: frame[5], name: name.value } : undefined;
+export function decodeClose(frame: Buffer, start = 0, end = frame.length): { target: number; name: string } | undefined {
+  if (end - start < 7) return undefined;
+  const name = cstring(frame, start + 6, end);
+  return name === undefined ? undefined : { target: frame[start + 5], name };
 }
 
 /** PasswordMessage ('p') carrying a cleartext or md5 password. */
 export function decodePasswordMessage(frame: Buffer): string | undefined {
-  const s = cstring(frame, 5);
-  return s && s.next === frame.length ? s.value : undefined;
+  const s = cstring(frame, 5, frame.length);
+  return s !== undefined && cstringNext === frame.length ? s : undefined;
 }
 
 /** SASLInitialResponse ('p'): mechanism and the client-first message. */
 export function decodeSaslInitialResponse(frame: Buffer): { mechanism: string; data: Buffer } | undefined {
-  const mech = cstring(frame, 5);
-  if (!mech || mech.next + 4 > frame.length) return undefined;
-  const len = frame.readInt32BE(mech.next);
-  const start = mech.next + 4;
-  if (len === -1) return { mechanism: mech.value, data: Buffer.alloc(0) };
+  const mechanism = cstring(frame, 5, frame.length);
+  if (mechanism === undefined || cstringNext + 4 > frame.length) return undefined;
+  const len = frame.readInt32BE(cstringNext);
+  const start = cstringNext + 4;
+  if (len === -1) return { mechanism, data: Buffer.alloc(0) };
   if (len < 0 || start + len !== frame.length) return undefined;
-  return { mechanism: mech.value, data: frame.subarray(start, start + len) };
+  return { mechanism, data: frame.subarray(start, start + len) };
 }
 
 /** SASLResponse ('p'): the raw client-final message. */

@@ -18,7 +18,7 @@ import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js'
 import { errorResponse, type ErrorFields } from './backend-messages.js';
 import { decodeCommandTag, decodeErrorResponse } from './backend-decode.js';
 import { classFromCommandTag, rowsFromCommandTag } from './command-tag.js';
-import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler } from './frame-scanner.js';
+import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler, type FrameRef } from './frame-scanner.js';
 import { decodeBindNames, decodeClose, decodeExecutePortal, decodeParse, decodeQuery } from './frontend-messages.js';
 import { BackendCode, FrontendCode } from './message-codes.js';
 import { classifierReady, classifySql } from './sql-classify.js';
@@ -134,14 +134,14 @@ export class PgRelay {
   statementCount = 0;
 
   private readonly frontendHandler: FrameHandler = {
-    onFrame: (type, frame, end, assembled) => this.onClientFrame(type, frame, end, assembled),
+    onFrame: (type, frame) => this.onClientFrame(type, frame),
     onHeldHeader: (header, end) => {
       this.writeUpstream(Buffer.from(header));
       this.inFrom = end;
     },
   };
   private readonly backendHandler: FrameHandler = {
-    onFrame: (type, frame, end, assembled) => this.onServerFrame(type, frame, end, assembled),
+    onFrame: (type, frame) => this.onServerFrame(type, frame),
     onFrameHeader: () => this.countRow(),
     onHeldHeader: (header, end) => {
       this.writeClient(Buffer.from(header));
@@ -206,22 +206,22 @@ export class PgRelay {
     this.inChunk = undefined;
   }
 
-  private onClientFrame(type: number, frame: Buffer, end: number, assembled: boolean): boolean {
+  private onClientFrame(type: number, f: FrameRef): boolean {
     if (this.ended) return false;
     switch (type) {
       case FrontendCode.Query: {
-        const text = decodeQuery(frame);
+        const text = decodeQuery(f.buf, f.start, f.end);
         if (text === undefined) return this.malformed('Query');
-        return this.judge(text, 'simple', frame, end, assembled, '');
+        return this.judge(text, 'simple', f, '');
       }
       case FrontendCode.Parse: {
-        const parse = decodeParse(frame);
+        const parse = decodeParse(f.buf, f.start, f.end);
         if (parse === undefined) return this.malformed('Parse');
         this.lastParseText = parse.query;
-        return this.judge(parse.query, 'parse', frame, end, assembled, parse.name);
+        return this.judge(parse.query, 'parse', f, parse.name);
       }
       case FrontendCode.Bind: {
-        const names = decodeBindNames(frame);
+        const names = decodeBindNames(f.buf, f.start, f.end);
         if (names === undefined) return this.malformed('Bind');
         const stmt = this.statements.get(names.statement) ?? UNKNOWN_PREPARED;
         if (stmt.fresh || stmt === UNKNOWN_PREPARED || !this.pipeline.judgesStatements) {
@@ -229,17 +229,17 @@ export class PgRelay {
           this.portals.set(names.portal, stmt);
           break;
         }
-        return this.judge(stmt.text, 'bind', frame, end, assembled, names.portal);
+        return this.judge(stmt.text, 'bind', f, names.portal);
       }
       case FrontendCode.Execute: {
-        const portal = decodeExecutePortal(frame);
+        const portal = decodeExecutePortal(f.buf, f.start, f.end);
         if (portal === undefined) return this.malformed('Execute');
         const p = this.portals.get(portal) ?? UNKNOWN_PREPARED;
         this.push(EntryKind.Execute, p.text, process.hrtime.bigint(), 0n, p.tracker, undefined);
         break;
       }
       case FrontendCode.Close: {
-        const target = decodeClose(frame);
+        const target = decodeClose(f.buf, f.start, f.end);
         if (target === undefined) return this.malformed('Close');
         (target.target === 0x53 ? this.statements : this.portals).delete(target.name);
         break;
@@ -254,24 +254,24 @@ export class PgRelay {
         this.clientTerminated = true;
         break;
     }
-    return this.forwardFrame(frame, end, assembled);
+    return this.forwardFrame(f);
   }
 
   /** Runs the statement stages and applies the verdict to the frame that carried the statement. */
-  private judge(text: string, kind: StatementKind, frame: Buffer, end: number, assembled: boolean, name: string): boolean {
+  private judge(text: string, kind: StatementKind, f: FrameRef, name: string): boolean {
     const receivedAt = process.hrtime.bigint();
     if (!this.pipeline.judgesStatements) {
-      this.accept(text, kind, name, receivedAt, undefined);
-      return this.forwardFrame(frame, end, assembled);
+      this.accept(text, kind, name, receivedAt, 0n, undefined);
+      return this.forwardFrame(f);
     }
     const verdict = this.pipeline.statement({ text, kind, receivedAt });
     if (verdict instanceof Promise) {
       // Forward what came before this frame, hold the rest of the chunk until the verdict settles.
-      // The chunk lives in the reader's reusable buffer: what is held is copied.
+      // The chunk lives in the reader's reusable buffer (and `f` is reused): what is held is copied.
       const chunk = Buffer.from(this.inChunk!);
-      const start = assembled ? -1 : end - frame.length;
-      if (start > this.inFrom) this.writeUpstream(chunk.subarray(this.inFrom, start));
-      const held = assembled ? frame : chunk.subarray(start, end);
+      if (!f.assembled && f.start > this.inFrom) this.writeUpstream(chunk.subarray(this.inFrom, f.start));
+      const held = f.assembled ? f.buf : chunk.subarray(f.start, f.end);
+      const end = f.endInChunk;
       this.inFrom = end;
       this.awaitingVerdict = true;
       this.client.pause();
@@ -283,12 +283,12 @@ export class PgRelay {
     }
     if (verdict.action === 'close') return this.refuseAndClose(verdict, text, receivedAt);
     if (verdict.action === 'forward') {
-      this.accept(text, kind, name, receivedAt, verdict.tracker);
-      return this.forwardFrame(frame, end, assembled);
+      this.accept(text, kind, name, receivedAt, process.hrtime.bigint() - receivedAt, verdict.tracker);
+      return this.forwardFrame(f);
     }
-    this.cutBefore(frame, end, assembled);
-    this.apply(verdict, text, kind, frame, name, receivedAt);
-    this.inFrom = end;
+    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!.subarray(this.inFrom, f.start));
+    this.refuse(verdict, text, kind, name, receivedAt);
+    this.inFrom = f.endInChunk;
     return true;
   }
 
@@ -299,19 +299,18 @@ export class PgRelay {
       this.refuseAndClose(v, text, receivedAt);
       return;
     }
-    this.apply(v, text, kind, frame, name, receivedAt);
+    if (v.action === 'forward') {
+      this.accept(text, kind, name, receivedAt, process.hrtime.bigint() - receivedAt, v.tracker);
+      this.writeUpstream(frame);
+    } else {
+      this.refuse(v, text, kind, name, receivedAt);
+    }
     this.resumeClient();
     if (end < chunk.length) this.scanClientChunk(chunk, end);
   }
 
-  /** Sends the statement frame upstream, or its unparsable stand-in when refused. */
-  private apply(v: Verdict, text: string, kind: StatementKind, frame: Buffer, name: string, receivedAt: bigint): void {
-    if (v.action === 'forward') {
-      this.accept(text, kind, name, receivedAt, v.tracker);
-      this.writeUpstream(frame);
-      return;
-    }
-    const refusal = v;
+  /** Sends the refused statement's unparsable stand-in upstream in place of its frame. */
+  private refuse(refusal: Refusal, text: string, kind: StatementKind, name: string, receivedAt: bigint): void {
     const judgedNs = process.hrtime.bigint() - receivedAt;
     if (kind === 'simple') {
       this.push(EntryKind.Simple, text, receivedAt, judgedNs, undefined, refusal);
@@ -322,8 +321,7 @@ export class PgRelay {
     }
   }
 
-  private accept(text: string, kind: StatementKind, name: string, receivedAt: bigint, tracker: StatementTracker | undefined): void {
-    const judgedNs = process.hrtime.bigint() - receivedAt;
+  private accept(text: string, kind: StatementKind, name: string, receivedAt: bigint, judgedNs: bigint, tracker: StatementTracker | undefined): void {
     if (kind === 'parse') this.statements.set(name, { text, tracker, fresh: true });
     else if (kind === 'bind') this.portals.set(name, { text, tracker, fresh: false });
     else this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
@@ -335,17 +333,11 @@ export class PgRelay {
     return false;
   }
 
-  /** Forwards the chunk's bytes that precede `frame` (when it lies in the chunk). */
-  private cutBefore(frame: Buffer, end: number, assembled: boolean): void {
-    if (assembled) return;
-    const start = end - frame.length;
-    if (start > this.inFrom) this.writeUpstream(this.inChunk!.subarray(this.inFrom, start));
-  }
-
-  private forwardFrame(frame: Buffer, end: number, assembled: boolean): boolean {
-    if (assembled) {
-      this.writeUpstream(frame);
-      this.inFrom = end;
+  /** A frame assembled from several chunks is forwarded here; one inside the chunk goes with it. */
+  private forwardFrame(f: FrameRef): boolean {
+    if (f.assembled) {
+      this.writeUpstream(f.buf);
+      this.inFrom = f.endInChunk;
     }
     return true;
   }
@@ -387,15 +379,15 @@ export class PgRelay {
     this.outChunk = undefined;
   }
 
-  private onServerFrame(type: number, frame: Buffer, end: number, assembled: boolean): boolean {
+  private onServerFrame(type: number, f: FrameRef): boolean {
     const head = this.pending[0];
     switch (type) {
       case BackendCode.DataRow:
-        return this.onCapturedRow(head, frame, end, assembled);
+        return this.onCapturedRow(head, f);
       case BackendCode.CommandComplete:
         if (head === undefined || head.kind === EntryKind.Sync || head.kind === EntryKind.Refused) break;
-        if (head.limited === 'max_rows') return this.replaceWithLimitError(head, frame, end, assembled);
-        this.report(head.text, head.index, decodeCommandTag(frame), 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
+        if (head.limited === 'max_rows') return this.replaceWithLimitError(head, f);
+        this.report(head.text, head.index, decodeCommandTag(f.buf, f.start, f.end), 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
         if (head.kind === EntryKind.Execute) this.finish(head);
         else this.nextCommand(head);
         break;
@@ -409,7 +401,7 @@ export class PgRelay {
         if (head?.kind === EntryKind.Execute) this.finish(head);
         break;
       case BackendCode.ErrorResponse:
-        return this.onServerError(head, frame, end, assembled);
+        return this.onServerError(head, f);
       case BackendCode.ReadyForQuery:
         this.onReadyForQuery();
         break;
@@ -417,35 +409,32 @@ export class PgRelay {
         if (head !== undefined) head.copyIn = true;
         break;
     }
-    return this.forwardServerFrame(frame, end, assembled);
+    return this.forwardServerFrame(f);
   }
 
-  private forwardServerFrame(frame: Buffer, end: number, assembled: boolean): boolean {
-    if (assembled) {
-      this.writeClient(frame);
-      this.outFrom = end;
+  private forwardServerFrame(f: FrameRef): boolean {
+    if (f.assembled) {
+      this.writeClient(f.buf);
+      this.outFrom = f.endInChunk;
     }
     return true;
   }
 
   /** Replaces a backend frame with `replacement` (or drops it when undefined). */
-  private replaceServerFrame(frame: Buffer, end: number, assembled: boolean, replacement: Buffer | undefined): boolean {
-    if (!assembled) {
-      const start = end - frame.length;
-      if (start > this.outFrom) this.writeClient(this.outChunk!.subarray(this.outFrom, start));
-    }
+  private replaceServerFrame(f: FrameRef, replacement: Buffer | undefined): boolean {
+    if (!f.assembled && f.start > this.outFrom) this.writeClient(this.outChunk!.subarray(this.outFrom, f.start));
     if (replacement !== undefined) this.writeClient(replacement);
-    this.outFrom = end;
+    this.outFrom = f.endInChunk;
     return true;
   }
 
-  private onServerError(head: Pending | undefined, frame: Buffer, end: number, assembled: boolean): boolean {
-    const err = decodeErrorResponse(frame);
+  private onServerError(head: Pending | undefined, f: FrameRef): boolean {
+    const err = decodeErrorResponse(f.view());
     if (err.severity === 'FATAL' || err.severity === 'PANIC') this.upstreamFatalSent = true;
     if (head === undefined || head.kind === EntryKind.Sync) {
       // Parse or Bind failed before any Execute was queued.
       if (head !== undefined) this.report(this.lastParseText, 0, '', 'error', err, process.hrtime.bigint(), 0n, 0, undefined);
-      return this.forwardServerFrame(frame, end, assembled);
+      return this.forwardServerFrame(f);
     }
     if (head.refusal !== undefined) {
       // The stand-in statement failed as intended: the client gets sempipe's refusal instead.
@@ -453,24 +442,24 @@ export class PgRelay {
       const replacement = errorResponse({ severity: 'ERROR', code: head.refusal.code, message: head.refusal.message });
       if (head.kind === EntryKind.Refused) this.finish(head);
       else head.index++;
-      return this.replaceServerFrame(frame, end, assembled, replacement);
+      return this.replaceServerFrame(f, replacement);
     }
-    if (head.limited !== undefined) return this.replaceWithLimitError(head, frame, end, assembled);
+    if (head.limited !== undefined) return this.replaceWithLimitError(head, f);
     this.report(head.text, head.index, '', 'error', err, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
     else this.nextCommand(head);
-    return this.forwardServerFrame(frame, end, assembled);
+    return this.forwardServerFrame(f);
   }
 
   /** The statement was stopped by a limit: its completion or cancel error becomes sempipe's error. */
-  private replaceWithLimitError(head: Pending, frame: Buffer, end: number, assembled: boolean): boolean {
+  private replaceWithLimitError(head: Pending, f: FrameRef): boolean {
     const limit = head.limited!;
     const described = head.tracker?.limitMessage?.(limit) ?? { code: '54000', message: `statement stopped by ${limit}`, rule: limit };
     this.report(head.text, head.index, '', 'denied', described, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
     else this.nextCommand(head);
     this.backend.wanted = BACKEND_WANTED;
-    return this.replaceServerFrame(frame, end, assembled, errorResponse({ severity: 'ERROR', code: described.code, message: described.message }));
+    return this.replaceServerFrame(f, errorResponse({ severity: 'ERROR', code: described.code, message: described.message }));
   }
 
   /** Row counting for uncaptured DataRows; prepares to capture rows once a limit is reached. */
@@ -483,14 +472,14 @@ export class PgRelay {
   }
 
   /** A captured DataRow: past the statement's row limit it is dropped and the statement cancelled. */
-  private onCapturedRow(head: Pending | undefined, frame: Buffer, end: number, assembled: boolean): boolean {
+  private onCapturedRow(head: Pending | undefined, f: FrameRef): boolean {
     const max = head?.tracker?.maxRows;
     if (head === undefined || max === undefined || (head.rows < max && head.limited === undefined)) {
       if (head !== undefined) head.rows++;
-      return this.forwardServerFrame(frame, end, assembled);
+      return this.forwardServerFrame(f);
     }
     if (head.limited === undefined) this.limitReached(head, 'max_rows');
-    return this.replaceServerFrame(frame, end, assembled, undefined);
+    return this.replaceServerFrame(f, undefined);
   }
 
   private limitReached(entry: Pending, limit: Limit): void {

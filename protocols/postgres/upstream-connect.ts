@@ -14,7 +14,7 @@ import { serialize } from 'pg-protocol';
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendKeyDataMessage, BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
 import { createUpstreamAuth, handleAuthRequest, type UpstreamAuthMethod } from './auth/upstream-auth.js';
-import { FrameScanner, frameTypeSet, ScanStatus } from './frame-scanner.js';
+import { FrameScanner, frameTypeSet, ScanStatus, type FrameRef } from './frame-scanner.js';
 import { BackendCode, StartupCode } from './message-codes.js';
 import type { ServiceConfig, UpstreamTlsMode } from '../../control/config.js';
 
@@ -188,11 +188,11 @@ class StartupReader {
       return;
     }
     const handler = {
-      onFrame: (type: number, frame: Buffer, endInChunk: number): boolean => {
-        this.frames.push(frame);
+      onFrame: (type: number, frame: FrameRef): boolean => {
+        this.frames.push(frame.view());
         if (type !== BackendCode.ReadyForQuery) return true;
         this.ready = true;
-        this.leftover = chunk.subarray(endInChunk);
+        this.leftover = chunk.subarray(frame.endInChunk);
         return false;
       },
     };
