@@ -13,7 +13,7 @@ const envSchema = z.object({
   /** Length of one measured pgbench run (-T). */
   BENCH_SECONDS: whole(8, 1, 3600),
   /** Rounds of (every target x every mode); the table shows the median per cell. */
-  BENCH_ROUNDS: whole(3, 1, 100),
+  BENCH_ROUNDS: whole(5, 1, 100),
   /** Unmeasured run per target and mode before the first round; 0 skips it. */
   BENCH_WARMUP_SECONDS: whole(2, 0, 600),
   /** sempipe worker processes (--workers). */

@@ -27,7 +27,9 @@ export class StatementTally {
   }
 
   record(outcome: 'ok' | 'error' | 'denied', seconds: number): void {
-    this[outcome]++;
+    if (outcome === 'ok') this.ok++;
+    else if (outcome === 'error') this.error++;
+    else this.denied++;
     const b = this.bounds;
     let i = 0;
     while (i < b.length && seconds > b[i]) i++;

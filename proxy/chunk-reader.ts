@@ -31,7 +31,13 @@ export function adoptSocket(old: Socket): ChunkSource {
   for (let b = old.read() as Buffer | null; b !== null; b = old.read() as Buffer | null) pending.push(b);
   if (old instanceof TLSSocket) return streamSource(old, pending);
   let buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+  let replaced = true;
   let deliver: (chunk: Buffer) => void = () => {};
+  function nextBuffer(): Buffer | undefined {
+    if (!replaced) return undefined;
+    replaced = false;
+    return buffer;
+  }
   const handle = (old as unknown as HandleOwner)._handle;
   (old as unknown as HandleOwner)._handle = null;
   old.destroy();
@@ -39,7 +45,9 @@ export function adoptSocket(old: Socket): ChunkSource {
   const options = {
     handle,
     pauseOnCreate: true,
-    onread: { buffer: () => buffer, callback: (n: number, buf: Uint8Array) => deliver((buf as Buffer).subarray(0, n)) },
+    // Node asks for the next buffer after every read; undefined keeps the current one without
+    // pointing the handle at it again.
+    onread: { buffer: nextBuffer, callback: (n: number, buf: Uint8Array) => deliver((buf as Buffer).subarray(0, n)) },
   };
   const socket = new Socket(options as SocketConstructorOpts);
   return {
@@ -50,6 +58,7 @@ export function adoptSocket(old: Socket): ChunkSource {
     },
     retain() {
       buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+      replaced = true;
     },
   };
 }
