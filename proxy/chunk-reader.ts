@@ -5,9 +5,11 @@
 // a new Socket created with `onread`, and bytes the old Socket had already read are handed over.
 // Chunks are only valid during the callback: when a write still holds on to part of the buffer
 // (the kernel did not take it all at once), `retain()` gives the reader a fresh buffer.
-// TLS sockets keep the stream interface (their decrypted data comes from the TLS layer).
+// TLS sockets keep the stream interface (their decrypted data comes from the TLS layer). Writes go
+// through fd-writer.ts, straight to the descriptor when nothing is queued.
 import { Socket, type SocketConstructorOpts } from 'node:net';
 import { TLSSocket } from 'node:tls';
+import { createSocketWriter, type SocketWriter } from './fd-writer.js';
 
 const READ_BUFFER_BYTES = 64 * 1024;
 
@@ -19,6 +21,8 @@ export interface ChunkSource {
   start(onChunk: (chunk: Buffer) => void): void;
   /** The last chunk is still referenced (by a queued write): read into a new buffer from now on. */
   retain(): void;
+  /** Writes to the socket (see fd-writer.ts); false: wait for 'drain'. */
+  readonly write: SocketWriter;
 }
 
 interface HandleOwner {
@@ -60,6 +64,7 @@ export function adoptSocket(old: Socket): ChunkSource {
       buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
       replaced = true;
     },
+    write: createSocketWriter(socket),
   };
 }
 
@@ -71,5 +76,6 @@ function streamSource(socket: Socket, pending: Buffer[]): ChunkSource {
       socket.on('data', onChunk);
     },
     retain() {},
+    write: createSocketWriter(socket),
   };
 }

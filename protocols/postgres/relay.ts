@@ -349,7 +349,7 @@ export class PgRelay {
   }
 
   private writeUpstream(buf: Buffer): void {
-    const flushed = this.upstream.write(buf);
+    const flushed = this.upstreamSource.write(buf);
     // A write the kernel did not take at once still points into the client reader's buffer.
     if (this.upstream.writableLength > 0) this.clientSource.retain();
     if (!flushed && !this.upstreamBlocked) {
@@ -565,7 +565,7 @@ export class PgRelay {
   }
 
   private writeClient(buf: Buffer): void {
-    const flushed = this.client.write(buf);
+    const flushed = this.clientSource.write(buf);
     if (this.client.writableLength > 0) this.upstreamSource.retain();
     if (!flushed) this.upstream.pause();
   }

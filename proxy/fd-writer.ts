@@ -1,0 +1,45 @@
+// Writes to a plain TCP connection straight through its file descriptor: one write(2) by
+// fs.writeSync when the socket has nothing queued, instead of the Writable stream's path (a
+// WriteWrap object, stream state, a nextTick per write), which is most of the relay's JavaScript
+// cost per round trip. What the kernel does not take at once (EAGAIN, a short write) goes through
+// `socket.write()` as usual, so ordering, backpressure ('drain') and errors keep the stream's
+// semantics. Node has no public API for a synchronous socket write, hence this module: it reads the
+// handle's `fd`, which Node's TCP handles expose on Unix; without one (TLS, Windows) every write
+// takes the stream path.
+import { writeSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+
+interface FdHandle {
+  _handle: { fd?: number } | null;
+}
+
+/** Writes `buf`; false means the socket queued bytes past its high-water mark (wait for 'drain'). */
+export type SocketWriter = (buf: Buffer) => boolean;
+
+/** The descriptor of `socket`'s TCP handle, or -1 when it has none we may write to directly. */
+function directFd(socket: Socket): number {
+  if (socket instanceof TLSSocket) return -1;
+  const fd = (socket as unknown as FdHandle)._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : -1;
+}
+
+export function createSocketWriter(socket: Socket): SocketWriter {
+  const fd = directFd(socket);
+  if (fd < 0) return (buf) => socket.write(buf);
+  return (buf) => {
+    // Bytes still queued in the stream must leave first; a destroyed socket's fd may be reused.
+    if (socket.writableLength > 0 || socket.destroyed) return socket.write(buf);
+    let written: number;
+    try {
+      written = writeSync(fd, buf);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
+        socket.destroy(err as Error);
+        return true;
+      }
+      written = 0;
+    }
+    return written === buf.length ? true : socket.write(written === 0 ? buf : buf.subarray(written));
+  };
+}
