@@ -15,8 +15,11 @@ export interface AuditLogOptions {
 
 export interface AuditLog {
   readonly logger: Logger;
-  /** True when lines are written as JSON (not pretty-printed): the statement fast path applies. */
-  readonly json: boolean;
+  /**
+   * The batch that JSON lines go into, in the order they are logged (pino's lines and the
+   * statement fast path's); undefined when lines are pretty-printed.
+   */
+  readonly batch: LineBatcher | undefined;
   readonly maxStatementLength: number;
   /** Writes what is buffered; resolves once it reached the destination. */
   flush(): Promise<void>;
@@ -43,9 +46,10 @@ const MAX_UTF8_PER_UNIT = 3;
  * no concatenated string to flatten and convert per write, and sonic-boom does not measure the
  * byte length of what it holds on every line.
  */
-class LineBatcher {
-  private buffer: Buffer;
-  private used = 0;
+export class LineBatcher {
+  /** The batch being filled; a line composed in place goes at `used` (see reserve). */
+  buffer: Buffer;
+  used = 0;
 
   constructor(
     private readonly target: SonicBoomLike,
@@ -57,13 +61,32 @@ class LineBatcher {
   write(line: string): boolean {
     if (!this.fits(line)) {
       this.flush();
-      if (!this.fits(line)) {
-        this.target.write(Buffer.from(line));
-        return true;
-      }
+      if (!this.fits(line)) return this.writeWhole(Buffer.from(line));
     }
     this.used += this.buffer.write(line, this.used);
     return true;
+  }
+
+  /**
+   * Makes room for a line of at most `bytes` bytes that the caller encodes into `buffer` from
+   * `used` on and then ends with `commit`; false when no batch can hold it (write it as a string).
+   */
+  reserve(bytes: number): boolean {
+    if (bytes <= this.size - this.used) return true;
+    this.flush();
+    return bytes <= this.size;
+  }
+
+  /** A line larger than any batch, written on its own after what is batched. */
+  writeWhole(line: Buffer): boolean {
+    this.flush();
+    this.target.write(line);
+    return true;
+  }
+
+  /** Ends a line composed in place: `end` is the offset just past it. */
+  commit(end: number): void {
+    this.used = end;
   }
 
   flush(): void {
@@ -88,6 +111,7 @@ interface SonicBoomLike {
 /** A destination stream with the flush/close operations the audit log needs. */
 interface AuditSink {
   readonly stream: DestinationStream;
+  readonly batch: LineBatcher | undefined;
   flush(): Promise<void>;
   close(): Promise<void>;
 }
@@ -119,6 +143,7 @@ function bufferedSink(dest: number | string): AuditSink {
   let closed: Promise<void> | undefined;
   return {
     stream: batcher,
+    batch: batcher,
     flush: () => {
       if (closed !== undefined) return closed;
       batcher.flush();
@@ -142,6 +167,7 @@ function prettySink(dest: number | string, colorize: boolean): AuditSink {
   let closed: Promise<void> | undefined;
   return {
     stream,
+    batch: undefined,
     flush: () => Promise.resolve(),
     close() {
       closed ??= new Promise((resolve) => stream.end(() => resolve()));
@@ -165,7 +191,7 @@ export function createAuditLog(opts: AuditLogOptions): AuditLog {
   );
   return {
     logger,
-    json: !pretty,
+    batch: sink.batch,
     maxStatementLength: opts.maxStatementLength,
     flush: () => sink.flush(),
     close: () => sink.close(),

@@ -1,0 +1,157 @@
+// Encodes the audit log's statement line (one per statement: the hot path of the audit stage)
+// straight into the bytes of the audit batch, in exactly the shape pino writes for
+// `logger.info({event: 'statement', …})`: constant parts, the time of the millisecond and the
+// session's fields are copied as bytes encoded once, the statement's JSON (kept for a repeated
+// statement) is encoded in place, numbers are written digit by digit. No line string is built,
+// flattened and converted to UTF-8 per statement.
+import type { LineBatcher } from '../audit.js';
+import type { CompletionEvent } from '../../proxy/stage.js';
+
+const ascii = (text: string): Buffer => Buffer.from(text, 'latin1');
+
+const HEAD = ascii('{"level":"info","time":"');
+const EVENT = ascii(',"event":"statement","statement":');
+const CLASS = ascii(',"class":');
+const DURATION = ascii(',"duration_ms":');
+const ROWS = ascii(',"rows":');
+const OUTCOME_OK = ascii(',"outcome":"ok"}\n');
+/** Digits of a safe integer, and the decimal point of a duration. */
+const NUMBER_BYTES = 24;
+
+/** The current millisecond as pino's isoTime writes it, with the closing quote, encoded once per millisecond. */
+let isoMs = 0;
+let isoBytes: Buffer = Buffer.alloc(0);
+function isoNow(): Buffer {
+  const now = Date.now();
+  if (now !== isoMs) {
+    isoMs = now;
+    isoBytes = ascii(`${new Date(now).toISOString()}"`);
+  }
+  return isoBytes;
+}
+
+/** JSON of the statement classes seen so far (a handful of names), as bytes. */
+const classJson = new Map<string, Buffer>();
+function quotedClass(statementClass: string): Buffer {
+  let json = classJson.get(statementClass);
+  if (json === undefined) {
+    json = Buffer.from(JSON.stringify(statementClass));
+    classJson.set(statementClass, json);
+  }
+  return json;
+}
+
+/** Writes the decimal digits of a non-negative safe integer at `at`; returns the offset past them. */
+function writeDigits(buf: Buffer, at: number, n: number): number {
+  if (n < 10) {
+    buf[at] = 0x30 + n;
+    return at + 1;
+  }
+  let digits = 1;
+  for (let x = n; x >= 10; x = Math.floor(x / 10)) digits++;
+  let p = at + digits;
+  for (let x = n; p > at; x = Math.floor(x / 10)) buf[--p] = 0x30 + (x % 10);
+  return at + digits;
+}
+
+/**
+ * Nanoseconds as milliseconds rounded to the microsecond, written as JavaScript prints that number
+ * (`Math.round(ns / 1e3) / 1e3`): no trailing zeros, no decimal point for whole milliseconds.
+ */
+function writeMilliseconds(buf: Buffer, at: number, ns: bigint): number {
+  const us = Math.round(Number(ns) / 1e3);
+  const p = writeDigits(buf, at, Math.floor(us / 1e3));
+  const frac = us % 1e3;
+  if (frac === 0) return p;
+  buf[p] = 0x2e;
+  buf[p + 1] = 0x30 + Math.floor(frac / 100);
+  buf[p + 2] = 0x30 + (Math.floor(frac / 10) % 10);
+  buf[p + 3] = 0x30 + (frac % 10);
+  let end = p + 4;
+  while (buf[end - 1] === 0x30) end--;
+  return end;
+}
+
+/** The part after `"rows":N` of a line whose outcome is not a plain ok, as a string. */
+function unusualTail(c: CompletionEvent, truncated: boolean): string {
+  let tail = `,"outcome":"${c.outcome}"`;
+  if (truncated) tail += ',"statement_truncated":true';
+  // pino leaves out fields whose value is undefined.
+  if (c.outcome !== 'ok' && c.code !== undefined) tail += `,"sqlstate":${JSON.stringify(c.code)}`;
+  if (c.outcome !== 'ok' && c.message !== undefined) tail += `,"error":${JSON.stringify(c.message)}`;
+  if (c.rule !== undefined) tail += `,"rule":${JSON.stringify(c.rule)}`;
+  if (c.policy !== undefined) tail += `,"policy":${JSON.stringify(c.policy)}`;
+  return tail + '}\n';
+}
+
+/** The statement line of one session: its identifying fields and its last statement's JSON. */
+export class StatementLineEncoder {
+  private readonly chindings: Buffer;
+  private lastText: string | undefined;
+  private lastJson = '';
+
+  constructor(
+    /** pino's serialized bindings of the session's child logger (`,"binding":…,"session":…`). */
+    chindings: string,
+    private readonly maxStatementLength: number,
+    private readonly truncate: (text: string, max: number) => string,
+  ) {
+    this.chindings = Buffer.from(chindings);
+  }
+
+  /** A session tends to repeat its statements (prepared ones are the very same string). */
+  private statementJson(text: string): string {
+    if (text !== this.lastText) {
+      this.lastText = text;
+      this.lastJson = JSON.stringify(text);
+    }
+    return this.lastJson;
+  }
+
+  /** Appends the line of `c` to `batch`. */
+  write(batch: LineBatcher, c: CompletionEvent): void {
+    const truncated = c.text.length > this.maxStatementLength;
+    const statement = this.statementJson(truncated ? this.truncate(c.text, this.maxStatementLength) : c.text);
+    const cls = quotedClass(c.statementClass);
+    const plain = c.outcome === 'ok' && !truncated && c.rule === undefined && c.policy === undefined;
+    const tail = plain ? undefined : unusualTail(c, truncated);
+    const iso = isoNow();
+    const bytes =
+      HEAD.length + iso.length + this.chindings.length + EVENT.length + statement.length * 3 + CLASS.length + cls.length +
+      DURATION.length + ROWS.length + 2 * NUMBER_BYTES + (tail === undefined ? OUTCOME_OK.length : tail.length * 3);
+    if (batch.reserve(bytes)) {
+      batch.commit(this.encode(batch.buffer, batch.used, c, statement, cls, iso, tail));
+    } else {
+      const own = Buffer.allocUnsafe(bytes);
+      batch.writeWhole(own.subarray(0, this.encode(own, 0, c, statement, cls, iso, tail)));
+    }
+  }
+
+  private encode(buf: Buffer, at: number, c: CompletionEvent, statement: string, cls: Buffer, iso: Buffer, tail: string | undefined): number {
+    let p = at;
+    buf.set(HEAD, p);
+    p += HEAD.length;
+    buf.set(iso, p);
+    p += iso.length;
+    buf.set(this.chindings, p);
+    p += this.chindings.length;
+    buf.set(EVENT, p);
+    p += EVENT.length;
+    p += buf.write(statement, p);
+    buf.set(CLASS, p);
+    p += CLASS.length;
+    buf.set(cls, p);
+    p += cls.length;
+    buf.set(DURATION, p);
+    p += DURATION.length;
+    p = writeMilliseconds(buf, p, c.durationNs);
+    buf.set(ROWS, p);
+    p += ROWS.length;
+    p = writeDigits(buf, p, c.rows);
+    if (tail === undefined) {
+      buf.set(OUTCOME_OK, p);
+      return p + OUTCOME_OK.length;
+    }
+    return p + buf.write(tail, p);
+  }
+}
