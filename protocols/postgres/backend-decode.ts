@@ -29,3 +29,31 @@ export function decodeCommandTag(frame: Buffer, start = 0, end = frame.length): 
   const nul = frame.indexOf(0, start + 5);
   return frame.toString('latin1', start + 5, nul < 0 || nul > end ? end : nul);
 }
+
+/**
+ * Decodes CommandComplete tags and hands back the previous string when a tag's bytes repeat, as
+ * they mostly do (a session completes the same few statements: "SELECT 1"): a byte comparison
+ * instead of a search and a string decode per statement.
+ */
+export class CommandTagDecoder {
+  private readonly last = Buffer.alloc(32);
+  private lastLength = -1;
+  private lastTag = '';
+
+  decode(frame: Buffer, start: number, end: number): string {
+    const from = start + 5;
+    const n = this.lastLength;
+    if (n >= 0 && from + n < end && frame[from + n] === 0) {
+      let i = 0;
+      while (i < n && frame[from + i] === this.last[i]) i++;
+      if (i === n) return this.lastTag;
+    }
+    const tag = decodeCommandTag(frame, start, end);
+    if (tag.length <= this.last.length) {
+      this.last.write(tag, 0, 'latin1');
+      this.lastLength = tag.length;
+      this.lastTag = tag;
+    }
+    return tag;
+  }
+}

@@ -16,7 +16,7 @@ import type { ChunkSource } from '../../proxy/chunk-reader.js';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
 import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js';
 import { errorResponse, type ErrorFields } from './backend-messages.js';
-import { decodeCommandTag, decodeErrorResponse } from './backend-decode.js';
+import { CommandTagDecoder, decodeErrorResponse } from './backend-decode.js';
 import { classFromCommandTag, rowsFromCommandTag } from './command-tag.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler, type FrameRef } from './frame-scanner.js';
 import { decodeBindNames, decodeClose, decodeExecutePortal, decodeParse, decodeQuery } from './frontend-messages.js';
@@ -109,7 +109,10 @@ export class PgRelay {
   private readonly backend: FrameScanner;
   private readonly pending: Pending[] = [];
   private readonly statements = new Map<string, Prepared>();
+  /** Named portals; the unnamed one, which nearly every client uses, lives in its own field. */
   private readonly portals = new Map<string, Prepared>();
+  private unnamedPortal = UNKNOWN_PREPARED;
+  private readonly tags = new CommandTagDecoder();
   private lastParseText = '';
   private upstreamBlocked = false;
   private awaitingVerdict = false;
@@ -226,7 +229,7 @@ export class PgRelay {
         const stmt = this.statements.get(names.statement) ?? UNKNOWN_PREPARED;
         if (stmt.fresh || stmt === UNKNOWN_PREPARED || !this.pipeline.judgesStatements) {
           if (stmt.fresh) stmt.fresh = false;
-          this.portals.set(names.portal, stmt);
+          this.setPortal(names.portal, stmt);
           break;
         }
         return this.judge(stmt.text, 'bind', f, names.portal);
@@ -234,14 +237,15 @@ export class PgRelay {
       case FrontendCode.Execute: {
         const portal = decodeExecutePortal(f.buf, f.start, f.end);
         if (portal === undefined) return this.malformed('Execute');
-        const p = this.portals.get(portal) ?? UNKNOWN_PREPARED;
+        const p = portal === '' ? this.unnamedPortal : (this.portals.get(portal) ?? UNKNOWN_PREPARED);
         this.push(EntryKind.Execute, p.text, process.hrtime.bigint(), 0n, p.tracker, undefined);
         break;
       }
       case FrontendCode.Close: {
         const target = decodeClose(f.buf, f.start, f.end);
         if (target === undefined) return this.malformed('Close');
-        (target.target === 0x53 ? this.statements : this.portals).delete(target.name);
+        if (target.target === 0x53) this.statements.delete(target.name);
+        else this.setPortal(target.name, undefined);
         break;
       }
       case FrontendCode.Sync:
@@ -255,6 +259,13 @@ export class PgRelay {
         break;
     }
     return this.forwardFrame(f);
+  }
+
+  /** Binds (or with undefined, closes) portal `name`. */
+  private setPortal(name: string, p: Prepared | undefined): void {
+    if (name === '') this.unnamedPortal = p ?? UNKNOWN_PREPARED;
+    else if (p === undefined) this.portals.delete(name);
+    else this.portals.set(name, p);
   }
 
   /** Runs the statement stages and applies the verdict to the frame that carried the statement. */
@@ -323,7 +334,7 @@ export class PgRelay {
 
   private accept(text: string, kind: StatementKind, name: string, receivedAt: bigint, judgedNs: bigint, tracker: StatementTracker | undefined): void {
     if (kind === 'parse') this.statements.set(name, { text, tracker, fresh: true });
-    else if (kind === 'bind') this.portals.set(name, { text, tracker, fresh: false });
+    else if (kind === 'bind') this.setPortal(name, { text, tracker, fresh: false });
     else this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
   }
 
@@ -387,9 +398,9 @@ export class PgRelay {
       case BackendCode.CommandComplete:
         if (head === undefined || head.kind === EntryKind.Sync || head.kind === EntryKind.Refused) break;
         if (head.limited === 'max_rows') return this.replaceWithLimitError(head, f);
-        this.report(head.text, head.index, decodeCommandTag(f.buf, f.start, f.end), 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
+        const now = this.report(head.text, head.index, this.tags.decode(f.buf, f.start, f.end), 'ok', undefined, head.receivedAt, head.judgedNs, head.rows, head);
         if (head.kind === EntryKind.Execute) this.finish(head);
-        else this.nextCommand(head);
+        else this.nextCommand(head, now);
         break;
       case BackendCode.PortalSuspended:
         if (head?.kind === EntryKind.Execute) {
@@ -445,9 +456,9 @@ export class PgRelay {
       return this.replaceServerFrame(f, replacement);
     }
     if (head.limited !== undefined) return this.replaceWithLimitError(head, f);
-    this.report(head.text, head.index, '', 'error', err, head.receivedAt, head.judgedNs, head.rows, head);
+    const now = this.report(head.text, head.index, '', 'error', err, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
-    else this.nextCommand(head);
+    else this.nextCommand(head, now);
     return this.forwardServerFrame(f);
   }
 
@@ -455,9 +466,9 @@ export class PgRelay {
   private replaceWithLimitError(head: Pending, f: FrameRef): boolean {
     const limit = head.limited!;
     const described = head.tracker?.limitMessage?.(limit) ?? { code: '54000', message: `statement stopped by ${limit}`, rule: limit };
-    this.report(head.text, head.index, '', 'denied', described, head.receivedAt, head.judgedNs, head.rows, head);
+    const now = this.report(head.text, head.index, '', 'denied', described, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
-    else this.nextCommand(head);
+    else this.nextCommand(head, now);
     this.backend.wanted = BACKEND_WANTED;
     return this.replaceServerFrame(f, errorResponse({ severity: 'ERROR', code: described.code, message: described.message }));
   }
@@ -495,13 +506,13 @@ export class PgRelay {
     this.opts.cancelUpstream().then(settled, settled);
   }
 
-  /** The current command of a simple query is done; the query may hold more. */
-  private nextCommand(head: Pending): void {
+  /** The current command of a simple query is done (at `now`); the query may hold more. */
+  private nextCommand(head: Pending, now: bigint): void {
     head.index++;
     head.rows = 0;
     head.copyIn = false;
     head.limited = undefined;
-    head.receivedAt = process.hrtime.bigint();
+    head.receivedAt = now;
     this.backend.wanted = BACKEND_WANTED;
   }
 
@@ -543,7 +554,8 @@ export class PgRelay {
     judgedNs: bigint,
     rows: number,
     entry: Pending | undefined,
-  ): void {
+  ): bigint {
+    const now = process.hrtime.bigint();
     const rowsFromTag = tag === '' ? 0 : rowsFromCommandTag(tag);
     this.statementCount++;
     const completion = {
@@ -556,12 +568,13 @@ export class PgRelay {
       message: problem?.message,
       rule: problem?.rule,
       policy: problem?.policy,
-      durationNs: process.hrtime.bigint() - receivedAt,
+      durationNs: now - receivedAt,
       receivedAt,
       judgedNs,
     };
     this.pipeline.complete(completion);
     entry?.tracker?.onComplete?.(completion);
+    return now;
   }
 
   private writeClient(buf: Buffer): void {
