@@ -29,28 +29,30 @@ interface PinoInternals {
   [key: symbol]: unknown;
 }
 
+/** The fields of a statement line, as pino logs them (the fast path in statement-line.ts writes the same). */
+export function statementFields(c: CompletionEvent, max: number): Record<string, unknown> {
+  const truncated = c.text.length > max;
+  const line: Record<string, unknown> = {
+    event: 'statement',
+    statement: truncated ? truncateStatement(c.text, max) : c.text,
+    class: c.statementClass,
+    duration_ms: toMilliseconds(c.durationNs),
+    rows: c.rows,
+    outcome: c.outcome,
+  };
+  if (truncated) line.statement_truncated = true;
+  if (c.outcome !== 'ok') {
+    line.sqlstate = c.code;
+    line.error = c.message;
+  }
+  if (c.rule !== undefined) line.rule = c.rule;
+  if (c.policy !== undefined) line.policy = c.policy;
+  return line;
+}
+
 export function createAuditStage(log: AuditLog): StageFactory {
   const max = log.maxStatementLength;
 
-  function logStatement(logger: Logger, c: CompletionEvent): void {
-    const truncated = c.text.length > max;
-    const line: Record<string, unknown> = {
-      event: 'statement',
-      statement: truncated ? truncateStatement(c.text, max) : c.text,
-      class: c.statementClass,
-      duration_ms: toMilliseconds(c.durationNs),
-      rows: c.rows,
-      outcome: c.outcome,
-    };
-    if (truncated) line.statement_truncated = true;
-    if (c.outcome !== 'ok') {
-      line.sqlstate = c.code;
-      line.error = c.message;
-    }
-    if (c.rule !== undefined) line.rule = c.rule;
-    if (c.policy !== undefined) line.policy = c.policy;
-    logger.info(line);
-  }
 
   return {
     name: 'audit',
@@ -82,7 +84,7 @@ export function createAuditStage(log: AuditLog): StageFactory {
         },
         onComplete(_session, completion) {
           if (encoder !== undefined) encoder.write(log.batch!, completion);
-          else if (logger !== undefined) logStatement(logger, completion);
+          else if (logger !== undefined) logger.info(statementFields(completion, max));
         },
         onEnd(session, end) {
           if (logger === undefined) return;

@@ -6,7 +6,7 @@ import pino from 'pino';
 import { expect, test } from 'vitest';
 import { LineBatcher } from '../audit.js';
 import type { CompletionEvent } from '../../proxy/stage.js';
-import { truncateStatement } from './audit-stage.js';
+import { statementFields, truncateStatement } from './audit-stage.js';
 import { StatementLineEncoder } from './statement-line.js';
 
 const WHO = { binding: 'binding::/prod/billing::api-orders', user: 'api', client: '10.0.0.7:51234', session: 'w1-42' };
@@ -23,23 +23,7 @@ function pinoChild(lines: string[]): pino.Logger {
 
 /** What pino writes for the completion, as the audit stage's slow path logs it. */
 function pinoLine(logger: pino.Logger, lines: string[], c: CompletionEvent): string {
-  const truncated = c.text.length > MAX;
-  const fields: Record<string, unknown> = {
-    event: 'statement',
-    statement: truncated ? truncateStatement(c.text, MAX) : c.text,
-    class: c.statementClass,
-    duration_ms: Math.round(Number(c.durationNs) / 1e3) / 1e3,
-    rows: c.rows,
-    outcome: c.outcome,
-  };
-  if (truncated) fields.statement_truncated = true;
-  if (c.outcome !== 'ok') {
-    fields.sqlstate = c.code;
-    fields.error = c.message;
-  }
-  if (c.rule !== undefined) fields.rule = c.rule;
-  if (c.policy !== undefined) fields.policy = c.policy;
-  logger.info(fields);
+  logger.info(statementFields(c, MAX));
   return lines.pop()!;
 }
 
