@@ -1,15 +1,14 @@
 // Encodes the audit log's statement line (one per statement: the hot path of the audit stage)
 // straight into the bytes of the audit batch, in exactly the shape pino writes for
-// `logger.info({event: 'statement', …})`: constant parts, the time of the millisecond and the
-// session's fields are copied as bytes encoded once, the statement's JSON (kept for a repeated
-// statement) is encoded in place, numbers are written digit by digit. No line string is built,
-// flattened and converted to UTF-8 per statement.
+// `logger.info({event: 'statement', …})`: constant parts, the time of the millisecond, the
+// session's fields and a repeated statement with its class are copied as bytes encoded once, a
+// new statement's JSON is encoded in place, numbers are written digit by digit. No line string is
+// built, flattened and converted to UTF-8 per statement.
 import type { LineBatcher } from '../audit.js';
 import type { CompletionEvent } from '../../proxy/stage.js';
 
 const ascii = (text: string): Buffer => Buffer.from(text, 'latin1');
 
-const HEAD = ascii('{"level":"info","time":"');
 const EVENT = ascii(',"event":"statement","statement":');
 const CLASS = ascii(',"class":');
 const DURATION = ascii(',"duration_ms":');
@@ -18,16 +17,16 @@ const OUTCOME_OK = ascii(',"outcome":"ok"}\n');
 /** Digits of a safe integer, and the decimal point of a duration. */
 const NUMBER_BYTES = 24;
 
-/** The current millisecond as pino's isoTime writes it, with the closing quote, encoded once per millisecond. */
-let isoMs = 0;
-let isoBytes: Buffer = Buffer.alloc(0);
-function isoNow(): Buffer {
+/** `{"level":"info","time":"…"` for the current millisecond (pino's isoTime), encoded once per millisecond. */
+let headMs = 0;
+let headBytes: Buffer = Buffer.alloc(0);
+function timeHead(): Buffer {
   const now = Date.now();
-  if (now !== isoMs) {
-    isoMs = now;
-    isoBytes = ascii(`${new Date(now).toISOString()}"`);
+  if (now !== headMs) {
+    headMs = now;
+    headBytes = ascii(`{"level":"info","time":"${new Date(now).toISOString()}"`);
   }
-  return isoBytes;
+  return headBytes;
 }
 
 /** JSON of the statement classes seen so far (a handful of names), as bytes. */
@@ -84,11 +83,17 @@ function unusualTail(c: CompletionEvent, truncated: boolean): string {
   return tail + '}\n';
 }
 
-/** The statement line of one session: its identifying fields and its last statement's JSON. */
+/** The statement line of one session: its identifying fields and its last statement. */
 export class StatementLineEncoder {
   private readonly chindings: Buffer;
   private lastText: string | undefined;
-  private lastJson = '';
+  private lastClass = '';
+  /**
+   * The part from the session's fields to `"duration_ms":` of a statement that came twice in a
+   * row with the same class (prepared statements, a repeated query), encoded once: a line is then
+   * the time, this, two numbers and the outcome.
+   */
+  private middle: Buffer | undefined;
 
   constructor(
     /** pino's serialized bindings of the session's child logger (`,"binding":…,"session":…`). */
@@ -99,51 +104,70 @@ export class StatementLineEncoder {
     this.chindings = Buffer.from(chindings);
   }
 
-  /** A session tends to repeat its statements (prepared ones are the very same string). */
-  private statementJson(text: string): string {
-    if (text !== this.lastText) {
-      this.lastText = text;
-      this.lastJson = JSON.stringify(text);
-    }
-    return this.lastJson;
-  }
-
   /** Appends the line of `c` to `batch`. */
   write(batch: LineBatcher, c: CompletionEvent): void {
     const truncated = c.text.length > this.maxStatementLength;
-    const statement = this.statementJson(truncated ? this.truncate(c.text, this.maxStatementLength) : c.text);
-    const cls = quotedClass(c.statementClass);
+    const text = truncated ? this.truncate(c.text, this.maxStatementLength) : c.text;
+    let middle: Buffer | undefined;
+    let json = '';
+    if (text === this.lastText && c.statementClass === this.lastClass) {
+      middle = this.middle ??= this.encodeMiddleAlone(JSON.stringify(text), c.statementClass);
+    } else {
+      this.lastText = text;
+      this.lastClass = c.statementClass;
+      this.middle = undefined;
+      json = JSON.stringify(text);
+    }
     const plain = c.outcome === 'ok' && !truncated && c.rule === undefined && c.policy === undefined;
     const tail = plain ? undefined : unusualTail(c, truncated);
-    const iso = isoNow();
+    const head = timeHead();
     const bytes =
-      HEAD.length + iso.length + this.chindings.length + EVENT.length + statement.length * 3 + CLASS.length + cls.length +
-      DURATION.length + ROWS.length + 2 * NUMBER_BYTES + (tail === undefined ? OUTCOME_OK.length : tail.length * 3);
+      head.length + (middle?.length ?? this.middleBound(json, c.statementClass)) + ROWS.length + 2 * NUMBER_BYTES +
+      (tail === undefined ? OUTCOME_OK.length : tail.length * 3);
     if (batch.reserve(bytes)) {
-      batch.commit(this.encode(batch.buffer, batch.used, c, statement, cls, iso, tail));
+      batch.commit(this.encode(batch.buffer, batch.used, c, head, middle, json, tail));
     } else {
       const own = Buffer.allocUnsafe(bytes);
-      batch.writeWhole(own.subarray(0, this.encode(own, 0, c, statement, cls, iso, tail)));
+      batch.writeWhole(own.subarray(0, this.encode(own, 0, c, head, middle, json, tail)));
     }
   }
 
-  private encode(buf: Buffer, at: number, c: CompletionEvent, statement: string, cls: Buffer, iso: Buffer, tail: string | undefined): number {
+  private middleBound(json: string, statementClass: string): number {
+    return this.chindings.length + EVENT.length + json.length * 3 + CLASS.length + quotedClass(statementClass).length + DURATION.length;
+  }
+
+  private encodeMiddleAlone(json: string, statementClass: string): Buffer {
+    const buf = Buffer.allocUnsafe(this.middleBound(json, statementClass));
+    return buf.subarray(0, this.encodeMiddle(buf, 0, json, statementClass));
+  }
+
+  /** Writes `,"binding":…,"event":"statement","statement":…,"class":…,"duration_ms":` at `at`. */
+  private encodeMiddle(buf: Buffer, at: number, json: string, statementClass: string): number {
     let p = at;
-    buf.set(HEAD, p);
-    p += HEAD.length;
-    buf.set(iso, p);
-    p += iso.length;
     buf.set(this.chindings, p);
     p += this.chindings.length;
     buf.set(EVENT, p);
     p += EVENT.length;
-    p += buf.write(statement, p);
+    p += buf.write(json, p);
     buf.set(CLASS, p);
     p += CLASS.length;
+    const cls = quotedClass(statementClass);
     buf.set(cls, p);
     p += cls.length;
     buf.set(DURATION, p);
-    p += DURATION.length;
+    return p + DURATION.length;
+  }
+
+  private encode(buf: Buffer, at: number, c: CompletionEvent, head: Buffer, middle: Buffer | undefined, json: string, tail: string | undefined): number {
+    let p = at;
+    buf.set(head, p);
+    p += head.length;
+    if (middle !== undefined) {
+      buf.set(middle, p);
+      p += middle.length;
+    } else {
+      p = this.encodeMiddle(buf, p, json, c.statementClass);
+    }
     p = writeMilliseconds(buf, p, c.durationNs);
     buf.set(ROWS, p);
     p += ROWS.length;

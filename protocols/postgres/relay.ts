@@ -112,6 +112,10 @@ export class PgRelay {
   /** Named portals; the unnamed one, which nearly every client uses, lives in its own field. */
   private readonly portals = new Map<string, Prepared>();
   private unnamedPortal = UNKNOWN_PREPARED;
+  /** Statement-name bytes of the last Bind into the unnamed portal, and the statement they named. */
+  private readonly bindName = Buffer.alloc(64);
+  private bindNameLength = -1;
+  private bindStatement = UNKNOWN_PREPARED;
   private readonly tags = new CommandTagDecoder();
   private lastParseText = '';
   private upstreamBlocked = false;
@@ -224,15 +228,21 @@ export class PgRelay {
         return this.judge(parse.query, 'parse', f, parse.name);
       }
       case FrontendCode.Bind: {
-        const names = decodeBindNames(f.buf, f.start, f.end);
-        if (names === undefined) return this.malformed('Bind');
-        const stmt = this.statements.get(names.statement) ?? UNKNOWN_PREPARED;
+        let portal = '';
+        let stmt = this.repeatedBind(f);
+        if (stmt === undefined) {
+          const names = decodeBindNames(f.buf, f.start, f.end);
+          if (names === undefined) return this.malformed('Bind');
+          portal = names.portal;
+          stmt = this.statements.get(names.statement) ?? UNKNOWN_PREPARED;
+          if (portal === '' && stmt !== UNKNOWN_PREPARED) this.rememberBind(names.statement, stmt);
+        }
         if (stmt.fresh || stmt === UNKNOWN_PREPARED || !this.pipeline.judgesStatements) {
           if (stmt.fresh) stmt.fresh = false;
-          this.setPortal(names.portal, stmt);
+          this.setPortal(portal, stmt);
           break;
         }
-        return this.judge(stmt.text, 'bind', f, names.portal);
+        return this.judge(stmt.text, 'bind', f, portal);
       }
       case FrontendCode.Execute: {
         const portal = decodeExecutePortal(f.buf, f.start, f.end);
@@ -244,8 +254,12 @@ export class PgRelay {
       case FrontendCode.Close: {
         const target = decodeClose(f.buf, f.start, f.end);
         if (target === undefined) return this.malformed('Close');
-        if (target.target === 0x53) this.statements.delete(target.name);
-        else this.setPortal(target.name, undefined);
+        if (target.target === 0x53) {
+          this.statements.delete(target.name);
+          this.bindNameLength = -1;
+        } else {
+          this.setPortal(target.name, undefined);
+        }
         break;
       }
       case FrontendCode.Sync:
@@ -259,6 +273,27 @@ export class PgRelay {
         break;
     }
     return this.forwardFrame(f);
+  }
+
+  /**
+   * The statement a Bind into the unnamed portal names when its name's bytes repeat those of the
+   * last such Bind (no Parse or Close since): a byte comparison instead of a decode and a lookup.
+   */
+  private repeatedBind(f: FrameRef): Prepared | undefined {
+    const n = this.bindNameLength;
+    const buf = f.buf;
+    const from = f.start + 6;
+    if (n < 0 || buf[f.start + 5] !== 0 || from + n >= f.end || buf[from + n] !== 0) return undefined;
+    for (let i = 0; i < n; i++) if (buf[from + i] !== this.bindName[i]) return undefined;
+    return this.bindStatement;
+  }
+
+  private rememberBind(statement: string, stmt: Prepared): void {
+    const n = Buffer.byteLength(statement);
+    if (n > this.bindName.length) return;
+    this.bindName.write(statement, 0);
+    this.bindNameLength = n;
+    this.bindStatement = stmt;
   }
 
   /** Binds (or with undefined, closes) portal `name`. */
@@ -333,7 +368,10 @@ export class PgRelay {
   }
 
   private accept(text: string, kind: StatementKind, name: string, receivedAt: bigint, judgedNs: bigint, tracker: StatementTracker | undefined): void {
-    if (kind === 'parse') this.statements.set(name, { text, tracker, fresh: true });
+    if (kind === 'parse') {
+      this.statements.set(name, { text, tracker, fresh: true });
+      this.bindNameLength = -1;
+    }
     else if (kind === 'bind') this.setPortal(name, { text, tracker, fresh: false });
     else this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
   }

@@ -157,6 +157,41 @@ test('a raw login works and a query on it answers (positive control)', async () 
   await raw.closed;
 });
 
+test('a statement name prepared again after Close is audited with its new text at every later Bind', async () => {
+  // Regression guard for the relay's repeated-Bind shortcut: a Close or Parse must end it.
+  const raw = await rawLogin();
+  const tagged = (tag: string) => `select '${tag}' as t`;
+  const execBound = (): Buffer => Buffer.concat([serialize.bind({ statement: 'reused' }), serialize.execute({})]);
+  raw.socket.write(
+    Buffer.concat([
+      serialize.parse({ name: 'reused', text: tagged('first-text') }),
+      execBound(),
+      execBound(),
+      serialize.close({ type: 'S', name: 'reused' }),
+      serialize.parse({ name: 'reused', text: tagged('second-text') }),
+      execBound(),
+      execBound(),
+      serialize.sync(),
+    ]),
+  );
+  const rows: string[] = [];
+  for (let m = await raw.next(); m.name !== 'readyForQuery'; m = await raw.next()) {
+    if (m.name === 'error') throw new Error(String(m.message));
+    if (m.name === 'dataRow') rows.push(String((m.fields as unknown[])[0]));
+  }
+  expect(rows).toEqual(['first-text', 'first-text', 'second-text', 'second-text']);
+  raw.socket.end(serialize.end());
+  await raw.closed;
+  const audited = (): string[] =>
+    sempipe
+      .stdout()
+      .split('\n')
+      .filter((l) => l.includes('-text') && l.startsWith('{'))
+      .map((l) => String((JSON.parse(l) as { statement: string }).statement));
+  await waitFor(async () => audited().length === 4, 'four audit lines');
+  expect(audited()).toEqual([tagged('first-text'), tagged('first-text'), tagged('second-text'), tagged('second-text')]);
+});
+
 test('a frame with a length below 4 gets FATAL 08P01; the other session keeps working', async () => {
   const raw = await rawLogin();
   const err = await fatalAfter(raw, Buffer.from([0x51, 0, 0, 0, 2]));
