@@ -17,8 +17,8 @@ export interface ChunkSource {
   readonly socket: Socket;
   /** Bytes the socket had read before it was adopted; relay them first. */
   readonly pending: Buffer[];
-  /** Starts delivering chunks to `onChunk`. */
-  start(onChunk: (chunk: Buffer) => void): void;
+  /** Starts delivering chunks to `onChunk`: bytes [0, length) of `chunk`. */
+  start(onChunk: (chunk: Buffer, length: number) => void): void;
   /** The last chunk is still referenced (by a queued write): read into a new buffer from now on. */
   retain(): void;
   /** Writes to the socket (see fd-writer.ts); false: wait for 'drain'. */
@@ -36,7 +36,7 @@ export function adoptSocket(old: Socket): ChunkSource {
   if (old instanceof TLSSocket) return streamSource(old, pending);
   let buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   let replaced = true;
-  let deliver: (chunk: Buffer) => void = () => {};
+  let deliver: (chunk: Buffer, length: number) => void = () => {};
   function nextBuffer(): Buffer | undefined {
     if (!replaced) return undefined;
     replaced = false;
@@ -51,7 +51,7 @@ export function adoptSocket(old: Socket): ChunkSource {
     pauseOnCreate: true,
     // Node asks for the next buffer after every read; undefined keeps the current one without
     // pointing the handle at it again.
-    onread: { buffer: nextBuffer, callback: (n: number, buf: Uint8Array) => deliver((buf as Buffer).subarray(0, n)) },
+    onread: { buffer: nextBuffer, callback: (n: number, buf: Uint8Array) => deliver(buf as Buffer, n) },
   };
   const socket = new Socket(options as SocketConstructorOpts);
   return {
@@ -73,7 +73,7 @@ function streamSource(socket: Socket, pending: Buffer[]): ChunkSource {
     socket,
     pending,
     start(onChunk) {
-      socket.on('data', onChunk);
+      socket.on('data', (chunk: Buffer) => onChunk(chunk, chunk.length));
     },
     retain() {},
     write: createSocketWriter(socket),

@@ -53,7 +53,7 @@ test('small writes go straight to the descriptor: nothing is queued in the strea
   const received = collect(reader, 3000);
   const parts = [pattern(1000, 1), pattern(1000, 2), pattern(1000, 3)];
   for (const p of parts) {
-    expect(write(p)).toBe(true);
+    expect(write(p, 0, p.length)).toBe(true);
     expect(writer.writableLength).toBe(0);
   }
   expect(await received).toEqual(Buffer.concat(parts));
@@ -66,7 +66,7 @@ test('what the kernel does not take is queued in order, with backpressure and dr
   reader.pause();
   const write = createSocketWriter(writer);
   const parts = Array.from({ length: 12 }, (_, i) => pattern(1 << 20, i));
-  const results = parts.map((p) => write(p));
+  const results = parts.map((p) => write(p, 0, p.length));
   // The socket buffers fill: later writes are queued and report backpressure.
   expect(writer.writableLength).toBeGreaterThan(0);
   expect(results).toContain(false);
@@ -88,11 +88,20 @@ test('writing to a peer that went away never throws and ends with the socket clo
   reader.destroy();
   await once(reader, 'close');
   for (let i = 0; i < 100 && !writer.destroyed; i++) {
-    expect(() => write(pattern(1000, i))).not.toThrow();
+    expect(() => write(pattern(1000, i), 0, 1000)).not.toThrow();
     await new Promise((r) => setTimeout(r, 5));
   }
   await closed;
   // Whichever noticed first (the read side or a write), only a connection error is reported.
   for (const e of errors) expect(['EPIPE', 'ECONNRESET']).toContain(e.code);
-  expect(() => write(pattern(10, 0))).not.toThrow();
+  expect(() => write(pattern(10, 0), 0, 10)).not.toThrow();
+});
+
+test('a range of a larger buffer is written, nothing before or after it', async () => {
+  const { writer, reader } = await pair();
+  const write = createSocketWriter(writer);
+  const big = pattern(4096, 7);
+  const received = collect(reader, 1000);
+  expect(write(big, 100, 1100)).toBe(true);
+  expect(await received).toEqual(big.subarray(100, 1100));
 });

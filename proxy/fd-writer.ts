@@ -14,8 +14,13 @@ interface FdHandle {
   _handle: { fd?: number } | null;
 }
 
-/** Writes `buf`; false means the socket queued bytes past its high-water mark (wait for 'drain'). */
-export type SocketWriter = (buf: Buffer) => boolean;
+/**
+ * Writes bytes [start, end) of `buf` (a range, so a read buffer is written without a view of it);
+ * false means the socket queued bytes past its high-water mark (wait for 'drain').
+ */
+export type SocketWriter = (buf: Buffer, start: number, end: number) => boolean;
+
+const range = (buf: Buffer, start: number, end: number): Buffer => (start === 0 && end === buf.length ? buf : buf.subarray(start, end));
 
 /** The descriptor of `socket`'s TCP handle, or -1 when it has none we may write to directly. */
 function directFd(socket: Socket): number {
@@ -26,13 +31,13 @@ function directFd(socket: Socket): number {
 
 export function createSocketWriter(socket: Socket): SocketWriter {
   const fd = directFd(socket);
-  if (fd < 0) return (buf) => socket.write(buf);
-  return (buf) => {
+  if (fd < 0) return (buf, start, end) => socket.write(range(buf, start, end));
+  return (buf, start, end) => {
     // Bytes still queued in the stream must leave first; a destroyed socket's fd may be reused.
-    if (socket.writableLength > 0 || socket.destroyed) return socket.write(buf);
+    if (socket.writableLength > 0 || socket.destroyed) return socket.write(range(buf, start, end));
     let written: number;
     try {
-      written = writeSync(fd, buf);
+      written = writeSync(fd, buf, start, end - start);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') {
         socket.destroy(err as Error);
@@ -40,6 +45,6 @@ export function createSocketWriter(socket: Socket): SocketWriter {
       }
       written = 0;
     }
-    return written === buf.length ? true : socket.write(written === 0 ? buf : buf.subarray(written));
+    return written === end - start ? true : socket.write(range(buf, start + written, end));
   };
 }

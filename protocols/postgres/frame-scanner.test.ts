@@ -47,7 +47,7 @@ interface Outcome {
  * upstream, an assembled frame goes upstream whole and moves inFrom past it, a held header is
  * forwarded from onHeldHeader and moves inFrom past its end in the chunk.
  */
-function feed(chunks: readonly Buffer[], max = 1 << 20, wanted = WANTED): Outcome {
+function feed(chunks: readonly Buffer[], max = 1 << 20, wanted = WANTED, readBuffer?: Buffer): Outcome {
   const scanner = new FrameScanner(wanted, max);
   const captured: Buffer[] = [];
   const out: Buffer[] = [];
@@ -69,11 +69,17 @@ function feed(chunks: readonly Buffer[], max = 1 << 20, wanted = WANTED): Outcom
       inFrom = end;
     },
   };
-  for (const chunk of chunks) {
+  for (const data of chunks) {
     inFrom = 0;
-    if (!scanner.scan(chunk, handler)) return { captured, forwarded: Buffer.concat(out), heldHeaders, heldFrom, ok: false, status: scanner.status };
+    // As the relay reads: into a reusable buffer whose bytes past the read are left from before.
+    let chunk = data;
+    if (readBuffer !== undefined) {
+      data.copy(readBuffer);
+      chunk = readBuffer;
+    }
+    if (!scanner.scan(chunk, handler, 0, data.length)) return { captured, forwarded: Buffer.concat(out), heldHeaders, heldFrom, ok: false, status: scanner.status };
     heldFrom.push(scanner.heldFrom);
-    if (scanner.heldFrom > inFrom) out.push(chunk.subarray(inFrom, scanner.heldFrom));
+    if (scanner.heldFrom > inFrom) out.push(Buffer.from(chunk.subarray(inFrom, scanner.heldFrom)));
   }
   return { captured, forwarded: Buffer.concat(out), heldHeaders, heldFrom, ok: true, status: scanner.status };
 }
@@ -94,6 +100,14 @@ function split(buf: Buffer, cuts: readonly number[]): Buffer[] {
 const OFFSETS = FRAMES.reduce<number[]>((acc, f, i) => [...acc, i === 0 ? 0 : acc[i - 1] + FRAMES[i - 1].length], []);
 
 describe('FrameScanner on a fixed stream', () => {
+  test('chunks read into a larger reusable buffer scan as the chunks themselves, in every 2-chunk split', () => {
+    const whole = feed([STREAM]);
+    for (let cut = 1; cut < STREAM.length; cut++) {
+      const stale = Buffer.alloc(STREAM.length + 64, 0x51); // 'Q': would start a wanted frame
+      expect(feed(split(STREAM, [cut]), 1 << 20, WANTED, stale)).toMatchObject({ captured: whole.captured, forwarded: whole.forwarded, ok: true });
+    }
+  });
+
   test('one chunk: the wanted frames are handed over as ranges of the chunk and nothing is held', () => {
     const scanner = new FrameScanner(WANTED, 1 << 20);
     const seen: Array<{ type: number; frame: Buffer; end: number; assembled: boolean; inChunk: boolean }> = [];

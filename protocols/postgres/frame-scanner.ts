@@ -77,7 +77,7 @@ export class FrameScanner {
   private partialFill = 0;
   /**
    * After a scan that consumed the whole chunk: the offset where the trailing bytes of an incomplete
-   * wanted frame or an incomplete header begin (chunk length when there are none). A relay that
+   * wanted frame or an incomplete header begin (the scan's end when there are none). A relay that
    * may still refuse that frame forwards only the bytes before it.
    */
   heldFrom = 0;
@@ -101,12 +101,11 @@ export class FrameScanner {
   }
 
   /**
-   * Scans `chunk` from `start`. Returns true when the whole chunk was consumed, false when a
+   * Scans bytes [start, end) of `chunk`. Returns true when all of them were consumed, false when a
    * handler asked to stop (see `stoppedAt`) or the stream is invalid (see `status`).
    */
-  scan(chunk: Buffer, handler: FrameHandler, start = 0): boolean {
+  scan(chunk: Buffer, handler: FrameHandler, start = 0, end = chunk.length): boolean {
     let pos = start;
-    const end = chunk.length;
     let frameBegin = start;
     while (pos < end) {
       if (this.skip > 0) {

@@ -130,8 +130,10 @@ export class PgRelay {
   private clientTerminated = false;
   /** The upstream sent a FATAL error: the client already knows why the session ends. */
   private upstreamFatalSent = false;
+  /** The client chunk being relayed (bytes up to inEnd) and the offset up to which it is handled. */
   private inChunk: Buffer | undefined;
   private inFrom = 0;
+  private inEnd = 0;
   private outChunk: Buffer | undefined;
   private outFrom = 0;
   private bytesInPending = 0;
@@ -174,8 +176,8 @@ export class PgRelay {
   /** Starts relaying; `leftover` holds client bytes that arrived with the last auth message. */
   start(leftover: Buffer): void {
     const { client, upstream } = this;
-    this.clientSource.start((chunk) => this.onClientData(chunk));
-    this.upstreamSource.start((chunk) => this.onUpstreamData(chunk));
+    this.clientSource.start((chunk, length) => this.onClientData(chunk, length));
+    this.upstreamSource.start((chunk, length) => this.onUpstreamData(chunk, length));
     client.on('drain', () => upstream.resume());
     upstream.on('drain', () => {
       this.upstreamBlocked = false;
@@ -185,31 +187,32 @@ export class PgRelay {
     upstream.on('close', () => this.onUpstreamClosed());
     client.on('error', () => this.close('client'));
     upstream.on('error', () => this.onUpstreamClosed());
-    if (leftover.length > 0) this.onClientData(leftover);
-    for (const chunk of this.clientSource.pending) this.onClientData(chunk);
-    for (const chunk of this.upstreamSource.pending) this.onUpstreamData(chunk);
+    if (leftover.length > 0) this.onClientData(leftover, leftover.length);
+    for (const chunk of this.clientSource.pending) this.onClientData(chunk, chunk.length);
+    for (const chunk of this.upstreamSource.pending) this.onUpstreamData(chunk, chunk.length);
     client.resume();
     upstream.resume();
   }
 
   // ---- client to upstream ----------------------------------------------------------------------
 
-  private onClientData(chunk: Buffer): void {
+  private onClientData(chunk: Buffer, length: number): void {
     if (this.ended) return;
-    this.bytesIn += chunk.length;
-    this.bytesInPending += chunk.length;
-    this.scanClientChunk(chunk, 0);
+    this.bytesIn += length;
+    this.bytesInPending += length;
+    this.scanClientChunk(chunk, 0, length);
   }
 
-  private scanClientChunk(chunk: Buffer, from: number): void {
+  private scanClientChunk(chunk: Buffer, from: number, end: number): void {
     this.inChunk = chunk;
     this.inFrom = from;
-    if (!this.frontend.scan(chunk, this.frontendHandler, from)) {
+    this.inEnd = end;
+    if (!this.frontend.scan(chunk, this.frontendHandler, from, end)) {
       if (this.frontend.status !== ScanStatus.Ok) this.protocolFailure(this.frontend, 'client');
       return; // stopped for an asynchronous verdict, or the session ended
     }
     const until = this.frontend.heldFrom;
-    if (until > this.inFrom) this.writeUpstream(this.inFrom === 0 && until === chunk.length ? chunk : chunk.subarray(this.inFrom, until));
+    if (until > this.inFrom) this.writeUpstream(chunk, this.inFrom, until);
     this.inChunk = undefined;
   }
 
@@ -314,8 +317,8 @@ export class PgRelay {
     if (verdict instanceof Promise) {
       // Forward what came before this frame, hold the rest of the chunk until the verdict settles.
       // The chunk lives in the reader's reusable buffer (and `f` is reused): what is held is copied.
-      const chunk = Buffer.from(this.inChunk!);
-      if (!f.assembled && f.start > this.inFrom) this.writeUpstream(chunk.subarray(this.inFrom, f.start));
+      const chunk = Buffer.from(this.inChunk!.subarray(0, this.inEnd));
+      if (!f.assembled && f.start > this.inFrom) this.writeUpstream(chunk, this.inFrom, f.start);
       const held = f.assembled ? f.buf : chunk.subarray(f.start, f.end);
       const end = f.endInChunk;
       this.inFrom = end;
@@ -332,7 +335,7 @@ export class PgRelay {
       this.accept(text, kind, name, receivedAt, process.hrtime.bigint() - receivedAt, verdict.tracker);
       return this.forwardFrame(f);
     }
-    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!.subarray(this.inFrom, f.start));
+    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!, this.inFrom, f.start);
     this.refuse(verdict, text, kind, name, receivedAt);
     this.inFrom = f.endInChunk;
     return true;
@@ -352,7 +355,7 @@ export class PgRelay {
       this.refuse(v, text, kind, name, receivedAt);
     }
     this.resumeClient();
-    if (end < chunk.length) this.scanClientChunk(chunk, end);
+    if (end < chunk.length) this.scanClientChunk(chunk, end, chunk.length);
   }
 
   /** Sends the refused statement's unparsable stand-in upstream in place of its frame. */
@@ -397,8 +400,8 @@ export class PgRelay {
     this.pending.push(entry);
   }
 
-  private writeUpstream(buf: Buffer): void {
-    const flushed = this.upstreamSource.write(buf);
+  private writeUpstream(buf: Buffer, start = 0, end = buf.length): void {
+    const flushed = this.upstreamSource.write(buf, start, end);
     // A write the kernel did not take at once still points into the client reader's buffer.
     if (this.upstream.writableLength > 0) this.clientSource.retain();
     if (!flushed && !this.upstreamBlocked) {
@@ -413,18 +416,18 @@ export class PgRelay {
 
   // ---- upstream to client ----------------------------------------------------------------------
 
-  private onUpstreamData(chunk: Buffer): void {
+  private onUpstreamData(chunk: Buffer, length: number): void {
     if (this.ended) return;
-    this.bytesOut += chunk.length;
-    this.bytesOutPending += chunk.length;
+    this.bytesOut += length;
+    this.bytesOutPending += length;
     this.outChunk = chunk;
     this.outFrom = 0;
-    if (!this.backend.scan(chunk, this.backendHandler)) {
+    if (!this.backend.scan(chunk, this.backendHandler, 0, length)) {
       if (this.backend.status !== ScanStatus.Ok) this.protocolFailure(this.backend, 'upstream');
       return;
     }
     const until = this.backend.heldFrom;
-    if (until > this.outFrom) this.writeClient(this.outFrom === 0 && until === chunk.length ? chunk : chunk.subarray(this.outFrom, until));
+    if (until > this.outFrom) this.writeClient(chunk, this.outFrom, until);
     this.outChunk = undefined;
   }
 
@@ -471,7 +474,7 @@ export class PgRelay {
 
   /** Replaces a backend frame with `replacement` (or drops it when undefined). */
   private replaceServerFrame(f: FrameRef, replacement: Buffer | undefined): boolean {
-    if (!f.assembled && f.start > this.outFrom) this.writeClient(this.outChunk!.subarray(this.outFrom, f.start));
+    if (!f.assembled && f.start > this.outFrom) this.writeClient(this.outChunk!, this.outFrom, f.start);
     if (replacement !== undefined) this.writeClient(replacement);
     this.outFrom = f.endInChunk;
     return true;
@@ -615,8 +618,8 @@ export class PgRelay {
     return now;
   }
 
-  private writeClient(buf: Buffer): void {
-    const flushed = this.clientSource.write(buf);
+  private writeClient(buf: Buffer, start = 0, end = buf.length): void {
+    const flushed = this.clientSource.write(buf, start, end);
     if (this.client.writableLength > 0) this.upstreamSource.retain();
     if (!flushed) this.upstream.pause();
   }
