@@ -2,8 +2,8 @@
 // straight into the bytes of the audit batch, in exactly the shape pino writes for
 // `logger.info({event: 'statement', …})`: constant parts, the time of the millisecond, the
 // session's fields and a repeated statement with its class are copied as bytes encoded once, a
-// new statement's JSON is encoded in place, numbers are written digit by digit. No line string is
-// built, flattened and converted to UTF-8 per statement.
+// new statement is written in place (plain ASCII as it is, anything else through JSON.stringify),
+// numbers digit by digit. No line string is built, flattened and converted to UTF-8 per statement.
 import type { LineBatcher } from '../audit.js';
 import type { CompletionEvent } from '../../proxy/stage.js';
 
@@ -71,6 +71,27 @@ function writeMilliseconds(buf: Buffer, at: number, ns: bigint): number {
   return end;
 }
 
+/** Most bytes `text` can take as a JSON string: an escape (`\u001f`) is 6 bytes, UTF-8 at most 3. */
+function jsonStringBound(text: string): number {
+  return text.length * 6 + 2;
+}
+
+/**
+ * Writes `text` as a JSON string at `at`, as JSON.stringify does. Plain ASCII that needs no escape
+ * (most SQL) is copied as it is, without building the JSON string and transcoding it.
+ */
+function writeJsonString(buf: Buffer, at: number, text: string): number {
+  const n = text.length;
+  for (let i = 0; i < n; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c > 0x7f || c === 0x22 || c === 0x5c) return at + buf.write(JSON.stringify(text), at);
+  }
+  buf[at] = 0x22;
+  buf.write(text, at + 1, 'latin1');
+  buf[at + 1 + n] = 0x22;
+  return at + n + 2;
+}
+
 /** The part after `"rows":N` of a line whose outcome is not a plain ok, as a string. */
 function unusualTail(c: CompletionEvent, truncated: boolean): string {
   let tail = `,"outcome":"${c.outcome}"`;
@@ -109,46 +130,43 @@ export class StatementLineEncoder {
     const truncated = c.text.length > this.maxStatementLength;
     const text = truncated ? this.truncate(c.text, this.maxStatementLength) : c.text;
     let middle: Buffer | undefined;
-    let json = '';
     if (text === this.lastText && c.statementClass === this.lastClass) {
-      middle = this.middle ??= this.encodeMiddleAlone(JSON.stringify(text), c.statementClass);
+      middle = this.middle ??= this.encodeMiddleAlone(text, c.statementClass);
     } else {
       this.lastText = text;
       this.lastClass = c.statementClass;
       this.middle = undefined;
-      json = JSON.stringify(text);
     }
     const plain = c.outcome === 'ok' && !truncated && c.rule === undefined && c.policy === undefined;
     const tail = plain ? undefined : unusualTail(c, truncated);
     const head = timeHead();
     const bytes =
-      head.length + (middle?.length ?? this.middleBound(json, c.statementClass)) + ROWS.length + 2 * NUMBER_BYTES +
+      head.length + (middle?.length ?? this.middleBound(text, c.statementClass)) + ROWS.length + 2 * NUMBER_BYTES +
       (tail === undefined ? OUTCOME_OK.length : tail.length * 3);
     if (batch.reserve(bytes)) {
-      batch.commit(this.encode(batch.buffer, batch.used, c, head, middle, json, tail));
+      batch.commit(this.encode(batch.buffer, batch.used, c, head, middle, text, tail));
     } else {
       const own = Buffer.allocUnsafe(bytes);
-      batch.writeWhole(own.subarray(0, this.encode(own, 0, c, head, middle, json, tail)));
+      batch.writeWhole(own.subarray(0, this.encode(own, 0, c, head, middle, text, tail)));
     }
   }
 
-  private middleBound(json: string, statementClass: string): number {
-    return this.chindings.length + EVENT.length + json.length * 3 + CLASS.length + quotedClass(statementClass).length + DURATION.length;
+  private middleBound(text: string, statementClass: string): number {
+    return this.chindings.length + EVENT.length + jsonStringBound(text) + CLASS.length + quotedClass(statementClass).length + DURATION.length;
   }
 
-  private encodeMiddleAlone(json: string, statementClass: string): Buffer {
-    const buf = Buffer.allocUnsafe(this.middleBound(json, statementClass));
-    return buf.subarray(0, this.encodeMiddle(buf, 0, json, statementClass));
+  private encodeMiddleAlone(text: string, statementClass: string): Buffer {
+    const buf = Buffer.allocUnsafe(this.middleBound(text, statementClass));
+    return buf.subarray(0, this.encodeMiddle(buf, 0, text, statementClass));
   }
 
   /** Writes `,"binding":…,"event":"statement","statement":…,"class":…,"duration_ms":` at `at`. */
-  private encodeMiddle(buf: Buffer, at: number, json: string, statementClass: string): number {
+  private encodeMiddle(buf: Buffer, at: number, text: string, statementClass: string): number {
     let p = at;
     buf.set(this.chindings, p);
     p += this.chindings.length;
     buf.set(EVENT, p);
-    p += EVENT.length;
-    p += buf.write(json, p);
+    p = writeJsonString(buf, p + EVENT.length, text);
     buf.set(CLASS, p);
     p += CLASS.length;
     const cls = quotedClass(statementClass);
@@ -158,7 +176,7 @@ export class StatementLineEncoder {
     return p + DURATION.length;
   }
 
-  private encode(buf: Buffer, at: number, c: CompletionEvent, head: Buffer, middle: Buffer | undefined, json: string, tail: string | undefined): number {
+  private encode(buf: Buffer, at: number, c: CompletionEvent, head: Buffer, middle: Buffer | undefined, text: string, tail: string | undefined): number {
     let p = at;
     buf.set(head, p);
     p += head.length;
@@ -166,7 +184,7 @@ export class StatementLineEncoder {
       buf.set(middle, p);
       p += middle.length;
     } else {
-      p = this.encodeMiddle(buf, p, json, c.statementClass);
+      p = this.encodeMiddle(buf, p, text, c.statementClass);
     }
     p = writeMilliseconds(buf, p, c.durationNs);
     buf.set(ROWS, p);
