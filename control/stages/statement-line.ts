@@ -40,6 +40,17 @@ function quotedClass(statementClass: string): Buffer {
   return json;
 }
 
+/** Bytes up to this many are copied by a loop: cheaper than TypedArray.prototype.set's call. */
+const SHORT_COPY = 48;
+
+/** Copies `src` to `buf` at `at`; returns the offset past it. */
+function put(buf: Buffer, at: number, src: Buffer): number {
+  const n = src.length;
+  if (n > SHORT_COPY) buf.set(src, at);
+  else for (let i = 0; i < n; i++) buf[at + i] = src[i];
+  return at + n;
+}
+
 /** Writes the decimal digits of a non-negative safe integer at `at`; returns the offset past them. */
 function writeDigits(buf: Buffer, at: number, n: number): number {
   if (n < 10) {
@@ -82,12 +93,13 @@ function jsonStringBound(text: string): number {
  */
 function writeJsonString(buf: Buffer, at: number, text: string): number {
   const n = text.length;
+  buf[at] = 0x22;
+  // Copied while checked: one pass, no call, for the common case.
   for (let i = 0; i < n; i++) {
     const c = text.charCodeAt(i);
     if (c < 0x20 || c > 0x7f || c === 0x22 || c === 0x5c) return at + buf.write(JSON.stringify(text), at);
+    buf[at + 1 + i] = c;
   }
-  buf[at] = 0x22;
-  buf.write(text, at + 1, 'latin1');
   buf[at + 1 + n] = 0x22;
   return at + n + 2;
 }
@@ -162,38 +174,18 @@ export class StatementLineEncoder {
 
   /** Writes `,"binding":…,"event":"statement","statement":…,"class":…,"duration_ms":` at `at`. */
   private encodeMiddle(buf: Buffer, at: number, text: string, statementClass: string): number {
-    let p = at;
-    buf.set(this.chindings, p);
-    p += this.chindings.length;
-    buf.set(EVENT, p);
-    p = writeJsonString(buf, p + EVENT.length, text);
-    buf.set(CLASS, p);
-    p += CLASS.length;
-    const cls = quotedClass(statementClass);
-    buf.set(cls, p);
-    p += cls.length;
-    buf.set(DURATION, p);
-    return p + DURATION.length;
+    let p = put(buf, at, this.chindings);
+    p = writeJsonString(buf, put(buf, p, EVENT), text);
+    p = put(buf, p, CLASS);
+    p = put(buf, p, quotedClass(statementClass));
+    return put(buf, p, DURATION);
   }
 
   private encode(buf: Buffer, at: number, c: CompletionEvent, head: Buffer, middle: Buffer | undefined, text: string, tail: string | undefined): number {
-    let p = at;
-    buf.set(head, p);
-    p += head.length;
-    if (middle !== undefined) {
-      buf.set(middle, p);
-      p += middle.length;
-    } else {
-      p = this.encodeMiddle(buf, p, text, c.statementClass);
-    }
+    let p = put(buf, at, head);
+    p = middle !== undefined ? put(buf, p, middle) : this.encodeMiddle(buf, p, text, c.statementClass);
     p = writeMilliseconds(buf, p, c.durationNs);
-    buf.set(ROWS, p);
-    p += ROWS.length;
-    p = writeDigits(buf, p, c.rows);
-    if (tail === undefined) {
-      buf.set(OUTCOME_OK, p);
-      return p + OUTCOME_OK.length;
-    }
-    return p + buf.write(tail, p);
+    p = writeDigits(buf, put(buf, p, ROWS), c.rows);
+    return tail === undefined ? put(buf, p, OUTCOME_OK) : p + buf.write(tail, p);
   }
 }
