@@ -69,16 +69,29 @@ export class LineBatcher {
 
   /**
    * Makes room for a line of at most `bytes` bytes that the caller encodes into `buffer` from
-   * `used` on and then ends with `commit`; false when no batch can hold it (write it as a string).
+   * `used` on and then ends with `commit`; false when that bound exceeds a batch (encode the line
+   * elsewhere and `append` it).
    */
   reserve(bytes: number): boolean {
     if (bytes <= this.size - this.used) return true;
+    if (bytes > this.size) return false;
     this.flush();
-    return bytes <= this.size;
+    return true;
+  }
+
+  /** Adds an encoded line: copied into the batch when it fits, else written on its own. */
+  append(line: Buffer): void {
+    if (line.length > this.size - this.used) this.flush();
+    if (line.length > this.size) {
+      this.writeWhole(line);
+      return;
+    }
+    this.buffer.set(line, this.used);
+    this.used += line.length;
   }
 
   /** A line larger than any batch, written on its own after what is batched. */
-  writeWhole(line: Buffer): boolean {
+  private writeWhole(line: Buffer): boolean {
     this.flush();
     this.target.write(line);
     return true;

@@ -28,7 +28,7 @@ function pinoLine(logger: pino.Logger, lines: string[], c: CompletionEvent): str
 }
 
 /** Collects the batches a LineBatcher hands on. */
-function capture(size: number): { batch: LineBatcher; text: () => string } {
+function capture(size: number): { batch: LineBatcher; text: () => string; writes: () => number } {
   const out: Buffer[] = [];
   const batch = new LineBatcher({ write: (b: Buffer) => out.push(Buffer.from(b)) > 0 }, size);
   return {
@@ -37,6 +37,7 @@ function capture(size: number): { batch: LineBatcher; text: () => string } {
       batch.flush();
       return Buffer.concat(out).toString();
     },
+    writes: () => out.length,
   };
 }
 
@@ -100,4 +101,18 @@ test('a line larger than any batch is written whole, after the lines before it',
     .slice(0, -1)
     .map((l) => JSON.parse(l) as { statement: string });
   expect(parsed.map((l) => l.statement.length)).toEqual([8, 2009, 8]);
+});
+
+test('a line whose bound exceeds a batch but whose bytes fit still joins the batch', () => {
+  const lines: string[] = [];
+  const chindings = (pinoChild(lines) as unknown as Record<symbol, string>)[pino.symbols.chindingsSym];
+  const { batch, text, writes } = capture(2048);
+  const encoder = new StatementLineEncoder(chindings, 10_000, truncateStatement);
+  const base = { statementClass: 'select', tag: '', rows: 1, outcome: 'ok', durationNs: 1000n, receivedAt: 0n, judgedNs: 0n } as const;
+  // 6 bytes of bound per character: 400 characters are bounded past 2048 bytes, but take about 600.
+  encoder.write(batch, { ...base, text: 'select 1' });
+  encoder.write(batch, { ...base, text: `select '${'y'.repeat(390)}'` });
+  encoder.write(batch, { ...base, text: 'select 2' });
+  expect(text().split('\n').length).toBe(4);
+  expect(writes()).toBe(1);
 });

@@ -159,7 +159,7 @@ export class StatementLineEncoder {
       batch.commit(this.encode(batch.buffer, batch.used, c, head, middle, text, tail));
     } else {
       const own = Buffer.allocUnsafe(bytes);
-      batch.writeWhole(own.subarray(0, this.encode(own, 0, c, head, middle, text, tail)));
+      batch.append(own.subarray(0, this.encode(own, 0, c, head, middle, text, tail)));
     }
   }
 
