@@ -3,6 +3,7 @@
 // read in place because it is on the hot path and is just one C string.
 import type { BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
 import { Parser } from 'pg-protocol/dist/parser.js';
+import { RepeatedCString } from './repeated-cstring.js';
 
 const parser = new Parser();
 
@@ -32,28 +33,16 @@ export function decodeCommandTag(frame: Buffer, start = 0, end = frame.length): 
 
 /**
  * Decodes CommandComplete tags and hands back the previous string when a tag's bytes repeat, as
- * they mostly do (a session completes the same few statements: "SELECT 1"): a byte comparison
- * instead of a search and a string decode per statement.
+ * they mostly do (a session completes the same few statements: "SELECT 1").
  */
 export class CommandTagDecoder {
-  private readonly last = Buffer.alloc(32);
-  private lastLength = -1;
-  private lastTag = '';
+  private readonly last = new RepeatedCString<string>(32);
 
   decode(frame: Buffer, start: number, end: number): string {
-    const from = start + 5;
-    const n = this.lastLength;
-    if (n >= 0 && from + n < end && frame[from + n] === 0) {
-      let i = 0;
-      while (i < n && frame[from + i] === this.last[i]) i++;
-      if (i === n) return this.lastTag;
-    }
+    const repeated = this.last.match(frame, start + 5, end);
+    if (repeated !== undefined) return repeated;
     const tag = decodeCommandTag(frame, start, end);
-    if (tag.length <= this.last.length) {
-      this.last.write(tag, 0, 'latin1');
-      this.lastLength = tag.length;
-      this.lastTag = tag;
-    }
+    this.last.remember(tag, tag, 'latin1');
     return tag;
   }
 }

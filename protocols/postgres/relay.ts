@@ -22,6 +22,7 @@ import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler, type FrameRe
 import { decodeBindNames, decodeClose, decodeExecutePortal, decodeParse, decodeQuery } from './frontend-messages.js';
 import { BackendCode, FrontendCode } from './message-codes.js';
 import { classifierReady, classifySql } from './sql-classify.js';
+import { RepeatedCString } from './repeated-cstring.js';
 import { pgErrors } from './wire-errors.js';
 
 const FRONTEND_WANTED = frameTypeSet([
@@ -112,10 +113,11 @@ export class PgRelay {
   /** Named portals; the unnamed one, which nearly every client uses, lives in its own field. */
   private readonly portals = new Map<string, Prepared>();
   private unnamedPortal = UNKNOWN_PREPARED;
-  /** Statement-name bytes of the last Bind into the unnamed portal, and the statement they named. */
-  private readonly bindName = Buffer.alloc(64);
-  private bindNameLength = -1;
-  private bindStatement = UNKNOWN_PREPARED;
+  /**
+   * The statement name of the last Bind into the unnamed portal and the statement it named, until
+   * the statements change: a repeated Bind is recognised by its bytes (no decode, no lookup).
+   */
+  private readonly lastBind = new RepeatedCString<Prepared>(64);
   private readonly tags = new CommandTagDecoder();
   private lastParseText = '';
   private upstreamBlocked = false;
@@ -232,13 +234,14 @@ export class PgRelay {
       }
       case FrontendCode.Bind: {
         let portal = '';
-        let stmt = this.repeatedBind(f);
+        // Unnamed portal (an empty name) and the statement name right after it.
+        let stmt = f.buf[f.start + 5] === 0 ? this.lastBind.match(f.buf, f.start + 6, f.end) : undefined;
         if (stmt === undefined) {
           const names = decodeBindNames(f.buf, f.start, f.end);
           if (names === undefined) return this.malformed('Bind');
           portal = names.portal;
           stmt = this.statements.get(names.statement) ?? UNKNOWN_PREPARED;
-          if (portal === '' && stmt !== UNKNOWN_PREPARED) this.rememberBind(names.statement, stmt);
+          if (portal === '' && stmt !== UNKNOWN_PREPARED) this.lastBind.remember(names.statement, stmt, 'utf8');
         }
         if (stmt.fresh || stmt === UNKNOWN_PREPARED || !this.pipeline.judgesStatements) {
           if (stmt.fresh) stmt.fresh = false;
@@ -257,12 +260,8 @@ export class PgRelay {
       case FrontendCode.Close: {
         const target = decodeClose(f.buf, f.start, f.end);
         if (target === undefined) return this.malformed('Close');
-        if (target.target === 0x53) {
-          this.statements.delete(target.name);
-          this.bindNameLength = -1;
-        } else {
-          this.setPortal(target.name, undefined);
-        }
+        if (target.target === 0x53) this.setStatement(target.name, undefined);
+        else this.setPortal(target.name, undefined);
         break;
       }
       case FrontendCode.Sync:
@@ -278,25 +277,11 @@ export class PgRelay {
     return this.forwardFrame(f);
   }
 
-  /**
-   * The statement a Bind into the unnamed portal names when its name's bytes repeat those of the
-   * last such Bind (no Parse or Close since): a byte comparison instead of a decode and a lookup.
-   */
-  private repeatedBind(f: FrameRef): Prepared | undefined {
-    const n = this.bindNameLength;
-    const buf = f.buf;
-    const from = f.start + 6;
-    if (n < 0 || buf[f.start + 5] !== 0 || from + n >= f.end || buf[from + n] !== 0) return undefined;
-    for (let i = 0; i < n; i++) if (buf[from + i] !== this.bindName[i]) return undefined;
-    return this.bindStatement;
-  }
-
-  private rememberBind(statement: string, stmt: Prepared): void {
-    const n = Buffer.byteLength(statement);
-    if (n > this.bindName.length) return;
-    this.bindName.write(statement, 0);
-    this.bindNameLength = n;
-    this.bindStatement = stmt;
+  /** Prepares (or with undefined, closes) statement `name`; a remembered Bind may name it. */
+  private setStatement(name: string, p: Prepared | undefined): void {
+    if (p === undefined) this.statements.delete(name);
+    else this.statements.set(name, p);
+    this.lastBind.forget();
   }
 
   /** Binds (or with undefined, closes) portal `name`. */
@@ -371,10 +356,7 @@ export class PgRelay {
   }
 
   private accept(text: string, kind: StatementKind, name: string, receivedAt: bigint, judgedNs: bigint, tracker: StatementTracker | undefined): void {
-    if (kind === 'parse') {
-      this.statements.set(name, { text, tracker, fresh: true });
-      this.bindNameLength = -1;
-    }
+    if (kind === 'parse') this.setStatement(name, { text, tracker, fresh: true });
     else if (kind === 'bind') this.setPortal(name, { text, tracker, fresh: false });
     else this.push(EntryKind.Simple, text, receivedAt, judgedNs, tracker, undefined);
   }
