@@ -141,9 +141,10 @@ export class StatementLineEncoder {
   write(batch: LineBatcher, c: CompletionEvent): void {
     const truncated = c.text.length > this.maxStatementLength;
     const text = truncated ? this.truncate(c.text, this.maxStatementLength) : c.text;
+    const cls = quotedClass(c.statementClass);
     let middle: Buffer | undefined;
     if (text === this.lastText && c.statementClass === this.lastClass) {
-      middle = this.middle ??= this.encodeMiddleAlone(text, c.statementClass);
+      middle = this.middle ??= this.encodeMiddleAlone(text, cls);
     } else {
       this.lastText = text;
       this.lastClass = c.statementClass;
@@ -153,37 +154,37 @@ export class StatementLineEncoder {
     const tail = plain ? undefined : unusualTail(c, truncated);
     const head = timeHead();
     const bytes =
-      head.length + (middle?.length ?? this.middleBound(text, c.statementClass)) + ROWS.length + 2 * NUMBER_BYTES +
+      head.length + (middle?.length ?? this.middleBound(text, cls)) + ROWS.length + 2 * NUMBER_BYTES +
       (tail === undefined ? OUTCOME_OK.length : tail.length * 3);
     if (batch.reserve(bytes)) {
-      batch.commit(this.encode(batch.buffer, batch.used, c, head, middle, text, tail));
+      batch.commit(this.encode(batch.buffer, batch.used, c, head, middle, text, cls, tail));
     } else {
       const own = Buffer.allocUnsafe(bytes);
-      batch.append(own.subarray(0, this.encode(own, 0, c, head, middle, text, tail)));
+      batch.append(own.subarray(0, this.encode(own, 0, c, head, middle, text, cls, tail)));
     }
   }
 
-  private middleBound(text: string, statementClass: string): number {
-    return this.chindings.length + EVENT.length + jsonStringBound(text) + CLASS.length + quotedClass(statementClass).length + DURATION.length;
+  private middleBound(text: string, cls: Buffer): number {
+    return this.chindings.length + EVENT.length + jsonStringBound(text) + CLASS.length + cls.length + DURATION.length;
   }
 
-  private encodeMiddleAlone(text: string, statementClass: string): Buffer {
-    const buf = Buffer.allocUnsafe(this.middleBound(text, statementClass));
-    return buf.subarray(0, this.encodeMiddle(buf, 0, text, statementClass));
+  private encodeMiddleAlone(text: string, cls: Buffer): Buffer {
+    const buf = Buffer.allocUnsafe(this.middleBound(text, cls));
+    return buf.subarray(0, this.encodeMiddle(buf, 0, text, cls));
   }
 
   /** Writes `,"binding":…,"event":"statement","statement":…,"class":…,"duration_ms":` at `at`. */
-  private encodeMiddle(buf: Buffer, at: number, text: string, statementClass: string): number {
+  private encodeMiddle(buf: Buffer, at: number, text: string, cls: Buffer): number {
     let p = put(buf, at, this.chindings);
     p = writeJsonString(buf, put(buf, p, EVENT), text);
     p = put(buf, p, CLASS);
-    p = put(buf, p, quotedClass(statementClass));
+    p = put(buf, p, cls);
     return put(buf, p, DURATION);
   }
 
-  private encode(buf: Buffer, at: number, c: CompletionEvent, head: Buffer, middle: Buffer | undefined, text: string, tail: string | undefined): number {
+  private encode(buf: Buffer, at: number, c: CompletionEvent, head: Buffer, middle: Buffer | undefined, text: string, cls: Buffer, tail: string | undefined): number {
     let p = put(buf, at, head);
-    p = middle !== undefined ? put(buf, p, middle) : this.encodeMiddle(buf, p, text, c.statementClass);
+    p = middle !== undefined ? put(buf, p, middle) : this.encodeMiddle(buf, p, text, cls);
     p = writeMilliseconds(buf, p, c.durationNs);
     p = writeDigits(buf, put(buf, p, ROWS), c.rows);
     return tail === undefined ? put(buf, p, OUTCOME_OK) : p + buf.write(tail, p);
