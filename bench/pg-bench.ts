@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// `npm run bench:pg`: pgbench -S throughput of PostgreSQL directly, through PgBouncer (session mode)
-// and through sempipe (metrics and audit on), in simple and prepared query mode, interleaved over
-// several rounds; prints the median TPS per target and mode, sempipe's ratios to direct and to
-// PgBouncer with PASS/FAIL against the target, and the resident memory per idle authenticated
+// `npm run bench:pg`: pgbench -S throughput of PostgreSQL directly, through PgBouncer (session mode),
+// through a bare Node.js byte relay (the runtime's own cost, see node-relay.ts) and through sempipe
+// (metrics and audit on), in simple and prepared query mode, interleaved over several rounds; prints
+// the median TPS per target and mode, sempipe's ratios to direct, to PgBouncer (PASS/FAIL against
+// the target) and to the Node.js relay, and the resident memory per idle authenticated
 // connection. Starts and cleans up everything it uses; knobs in bench-settings.ts (BENCH_*).
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -14,6 +15,7 @@ import { destroyPostgres, startPostgres } from '../test/harness/pg-server.js';
 import { PGBENCH_CLIENTS, PGBENCH_THREADS, readBenchSettings, reproduceCommand, type BenchSettings } from './bench-settings.js';
 import { openIdleConnections } from './pg-clients.js';
 import { initPgbench, pgbenchArgs, QUERY_MODES, runPgbench, type PgTarget, type QueryMode } from './pgbench-run.js';
+import { startNodeRelay } from './node-relay-process.js';
 import { startPgbouncer } from './pgbouncer-process.js';
 import { processTree, totalRss } from './process-rss.js';
 import { formatBytes, formatRatio, formatTable, formatTps, median } from './report.js';
@@ -35,7 +37,7 @@ const IDLE_PRIME_CONNECTIONS = 100;
 
 interface BenchTarget {
   name: string;
-  kind: 'direct' | 'pgbouncer' | 'sempipe';
+  kind: 'direct' | 'pgbouncer' | 'node-relay' | 'sempipe';
   versus?: SempipeVariant['versus'];
   target: PgTarget;
   /** The processes whose memory counts for this target (none for direct). */
@@ -126,11 +128,16 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
   const havePgbouncer = targets.some((t) => t.kind === 'pgbouncer');
   let allPass = true;
   const rows: string[][] = [];
-  for (const t of targets.filter((x) => x.kind === 'sempipe')) {
+  for (const t of targets.filter((x) => x.kind === 'sempipe' || x.kind === 'node-relay')) {
     for (const mode of QUERY_MODES) {
       const own = tpsOf(results, t.name, mode);
       const vsPgbouncer = havePgbouncer ? own / tpsOf(results, 'pgbouncer', mode) : Number.NaN;
-      const ratios = [t.name, mode, formatRatio(own / tpsOf(results, 'direct', mode)), formatRatio(vsPgbouncer)];
+      const vsRelay = t.kind === 'node-relay' ? '' : formatRatio(own / tpsOf(results, 'node relay', mode));
+      const ratios = [t.name, mode, formatRatio(own / tpsOf(results, 'direct', mode)), formatRatio(vsPgbouncer), vsRelay];
+      if (t.kind === 'node-relay') {
+        rows.push([...ratios, 'reference, not judged']);
+        continue;
+      }
       // A row with its own target (another sempipe row) is judged by that target below.
       if (t.versus !== undefined) {
         rows.push([...ratios, `see ${t.versus.row} below`]);
@@ -143,7 +150,7 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
     }
   }
   say(`== ratios (target: sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer in every mode)`);
-  say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
+  say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', '/ node relay', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
   say();
   const versusRows: string[][] = [];
   for (const t of targets) {
@@ -250,6 +257,10 @@ async function main(teardown: Teardown): Promise<void> {
     teardown.add('PgBouncer', () => pgb.stop());
     targets.push({ name: 'pgbouncer', kind: 'pgbouncer', target: pgb.target, pids: () => [pgb.pid] });
   }
+  say(`starting the reference Node.js byte relay (${settings.workers} workers, no framing) ...`);
+  const relay = await startNodeRelay(direct, settings.workers);
+  teardown.add('node relay', () => relay.stop());
+  targets.push({ name: 'node relay', kind: 'node-relay', target: relay.target });
   for (const variant of SEMPIPE_VARIANTS) {
     say(`starting ${variant.name} (${settings.workers} workers, metrics and audit on) ...`);
     const sp = await startBenchSempipe({ variant, dir, workers: settings.workers, upstream: direct, client });
