@@ -5,6 +5,7 @@ import { spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { freePort } from '../test/harness/ports.js';
 import type { PgTarget } from './pgbench-run.js';
+import { watchChild } from './child-watch.js';
 import { waitForLogin } from './pg-clients.js';
 
 /** The compiled relay, whether this file runs from source (bench/) or compiled (dist/bench/). */
@@ -24,21 +25,7 @@ export async function startNodeRelay(upstream: PgTarget, workers: number): Promi
   });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  let failedToSpawn: string | undefined;
-  child.once('error', (e) => (failedToSpawn = e.message));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null || failedToSpawn !== undefined) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const isDead = (): string | undefined => {
-    if (failedToSpawn !== undefined) return `node relay did not start: ${failedToSpawn}`;
-    if (child.exitCode !== null) return `node relay exited with ${child.exitCode}: ${stderr.slice(-2000)}`;
-    return undefined;
-  };
+  const { stop, isDead } = watchChild(child, 'node relay', 5000, () => stderr);
   const target: PgTarget = { ...upstream, host: '127.0.0.1', port };
   try {
     await waitForLogin(target, 15_000, isDead);

@@ -11,6 +11,7 @@ import { chmodSync, chownSync, closeSync, openSync, readFileSync, writeFileSync 
 import { join } from 'node:path';
 import { freePort } from '../test/harness/ports.js';
 import type { PgTarget } from './pgbench-run.js';
+import { watchChild } from './child-watch.js';
 import { waitForLogin } from './pg-clients.js';
 
 export interface PgbouncerOptions {
@@ -93,25 +94,11 @@ export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerP
   } finally {
     closeSync(logFd);
   }
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  let failedToSpawn: string | undefined;
-  child.once('error', (err) => (failedToSpawn = err.message));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null || failedToSpawn !== undefined) return;
-    // SIGTERM is PgBouncer's immediate shutdown; SIGINT would wait for clients to leave.
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-    await exited;
-    clearTimeout(timer);
-  };
+  // stop() sends SIGTERM, PgBouncer's immediate shutdown; SIGINT would wait for clients to leave.
+  const { stop, isDead } = watchChild(child, 'pgbouncer', 5000, () => readFileSync(logFile, 'utf8'));
   const target: PgTarget = { ...upstream, host: '127.0.0.1', port };
-  const deadOrAlive = (): string | undefined => {
-    if (failedToSpawn !== undefined) return `pgbouncer did not start: ${failedToSpawn}`;
-    if (child.exitCode !== null) return `pgbouncer exited with ${child.exitCode}: ${readFileSync(logFile, 'utf8').slice(-2000)}`;
-    return undefined;
-  };
   try {
-    await waitForLogin(target, 15_000, deadOrAlive);
+    await waitForLogin(target, 15_000, isDead);
   } catch (err) {
     await stop();
     throw err;

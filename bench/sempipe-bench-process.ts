@@ -8,6 +8,7 @@ import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { freePort } from '../test/harness/ports.js';
 import type { PgTarget } from './pgbench-run.js';
+import { watchChild } from './child-watch.js';
 import { waitForLogin } from './pg-clients.js';
 
 export const SEMPIPE_BIN = resolve(import.meta.dirname, '../bin/sempipe.js');
@@ -146,21 +147,7 @@ export async function startBenchSempipe(opts: SempipeBenchOptions): Promise<Semp
     closeSync(out);
     closeSync(err);
   }
-  let failedToSpawn: string | undefined;
-  child.once('error', (e) => (failedToSpawn = e.message));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null || failedToSpawn !== undefined) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const isDead = (): string | undefined => {
-    if (failedToSpawn !== undefined) return `sempipe did not start: ${failedToSpawn}`;
-    if (child.exitCode !== null) return `sempipe exited with ${child.exitCode}: ${readFileSync(stderrFile, 'utf8').slice(-2000)}`;
-    return undefined;
-  };
+  const { stop, isDead } = watchChild(child, 'sempipe', 15_000, () => readFileSync(stderrFile, 'utf8'));
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const target: PgTarget = { host: '127.0.0.1', port: listenPort, user: client.user, password: client.password, database: upstream.database };
   try {
