@@ -1,6 +1,6 @@
 // Tests of child-watch.ts with real processes: a running one stops on SIGTERM, one that ignores
-// SIGTERM is killed after the grace period, one that exits reports its code and log, and a binary
-// that does not exist reports that it did not start.
+// SIGTERM is killed after the grace period, one that exits reports its code and log, one that never
+// gets ready is stopped, and a binary that does not exist reports that it did not start.
 import { spawn } from 'node:child_process';
 import { describe, expect, test } from 'vitest';
 import { watchChild } from './child-watch.js';
@@ -35,6 +35,23 @@ describe('watchChild', () => {
     const dead = watch.isDead()!;
     expect(dead).toMatch(/^quitter exited with 3: x+the reason$/);
     expect(dead.length).toBeLessThan(2100);
+  });
+
+  test('whenReady stops a process that never gets ready and passes the failure on', async () => {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    const watch = watchChild(child, 'sleeper', 5000, () => '');
+    await expect(watch.whenReady(() => Promise.reject(new Error('not listening')))).rejects.toThrow('not listening');
+    expect(child.signalCode).toBe('SIGTERM');
+  });
+
+  test('whenReady hands the check a way to see that the process died', async () => {
+    const child = spawn('sh', ['-c', 'exit 7'], { stdio: 'ignore' });
+    const watch = watchChild(child, 'quitter', 5000, () => 'bad config');
+    const check = async (isDead: () => string | undefined): Promise<void> => {
+      await until(() => isDead() !== undefined);
+      throw new Error(isDead());
+    };
+    await expect(watch.whenReady(check)).rejects.toThrow('quitter exited with 7: bad config');
   });
 
   test('a binary that does not exist did not start', async () => {

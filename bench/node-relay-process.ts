@@ -25,13 +25,8 @@ export async function startNodeRelay(upstream: PgTarget, workers: number): Promi
   });
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const { stop, isDead } = watchChild(child, 'node relay', 5000, () => stderr);
+  const watch = watchChild(child, 'node relay', 5000, () => stderr);
   const target: PgTarget = { ...upstream, host: '127.0.0.1', port };
-  try {
-    await waitForLogin(target, 15_000, isDead);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { pid: child.pid!, target, stop };
+  await watch.whenReady((isDead) => waitForLogin(target, 15_000, isDead));
+  return { pid: child.pid!, target, stop: watch.stop };
 }

@@ -95,13 +95,8 @@ export async function startPgbouncer(opts: PgbouncerOptions): Promise<PgbouncerP
     closeSync(logFd);
   }
   // stop() sends SIGTERM, PgBouncer's immediate shutdown; SIGINT would wait for clients to leave.
-  const { stop, isDead } = watchChild(child, 'pgbouncer', 5000, () => readFileSync(logFile, 'utf8'));
+  const watch = watchChild(child, 'pgbouncer', 5000, () => readFileSync(logFile, 'utf8'));
   const target: PgTarget = { ...upstream, host: '127.0.0.1', port };
-  try {
-    await waitForLogin(target, 15_000, isDead);
-  } catch (err) {
-    await stop();
-    throw err;
-  }
-  return { pid: child.pid!, target, logFile, stop };
+  await watch.whenReady((isDead) => waitForLogin(target, 15_000, isDead));
+  return { pid: child.pid!, target, logFile, stop: watch.stop };
 }

@@ -147,15 +147,12 @@ export async function startBenchSempipe(opts: SempipeBenchOptions): Promise<Semp
     closeSync(out);
     closeSync(err);
   }
-  const { stop, isDead } = watchChild(child, 'sempipe', 15_000, () => readFileSync(stderrFile, 'utf8'));
+  const watch = watchChild(child, 'sempipe', 15_000, () => readFileSync(stderrFile, 'utf8'));
   const adminUrl = `http://127.0.0.1:${adminPort}`;
   const target: PgTarget = { host: '127.0.0.1', port: listenPort, user: client.user, password: client.password, database: upstream.database };
-  try {
+  await watch.whenReady(async (isDead) => {
     await waitReady(adminUrl, 30_000, isDead);
     await waitForLogin(target, 15_000, isDead);
-  } catch (e) {
-    await stop();
-    throw e;
-  }
-  return { name: variant.name, pid: child.pid!, target, adminUrl, auditFile, stderrFile, stop };
+  });
+  return { name: variant.name, pid: child.pid!, target, adminUrl, auditFile, stderrFile, stop: watch.stop };
 }
