@@ -153,6 +153,8 @@ const limitsSchema = z.strictObject({
   auth_timeout: duration(1).default(10_000),
   connect_timeout: duration(1).default(10_000),
   drain_timeout: duration(0).default(30_000),
+  upstream_idle_timeout: duration(0).default(60_000),
+  upstream_idle_max: integer(0, 100_000).default(20),
 });
 
 const auditSchema = z.strictObject({

@@ -97,6 +97,8 @@ limits:                             # optional, all have defaults
   auth_timeout: 10s                 # default 10s; durations as "500ms", "10s", "2m", or a number of seconds
   connect_timeout: 10s              # default 10s (upstream connect + auth)
   drain_timeout: 30s                # default 30s (SIGTERM drain)
+  upstream_idle_timeout: 60s        # default 60s; a reset upstream connection waits this long for the next session (0: no reuse)
+  upstream_idle_max: 20             # default 20 idle upstream connections per worker, server, role and startup parameters
 audit:                              # optional
   enabled: true                     # default true
   max_statement_length: 2048        # default 2048 characters; longer statements are truncated
@@ -130,7 +132,7 @@ bindings:
       file,
       admin: { listen: { host: '127.0.0.1', port: 9187 }, token: 'admin-token-1' },
       workers: 2,
-      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000 },
+      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20 },
       audit: { enabled: true, maxStatementLength: 2048, destination: 'stdout' },
       services: [
         {
@@ -169,7 +171,7 @@ bindings:
     const config = parseConfig(edit({}), file, {});
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 } });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000 });
+    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20 });
     expect(config.audit).toEqual({ enabled: true, maxStatementLength: 2048, destination: 'stdout' });
     expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer' });
     expect(config.bindings[0]).toEqual({
@@ -197,6 +199,8 @@ bindings:
       '  auth_timeout: 500ms',
       '  connect_timeout: 2',
       '  drain_timeout: 0',
+      '  upstream_idle_timeout: 2m',
+      '  upstream_idle_max: 0',
       'audit:',
       '  enabled: false',
       '  max_statement_length: "${AUDIT_LEN}"',
@@ -223,7 +227,7 @@ bindings:
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), required: true },
     });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, drainTimeoutMs: 0 });
+    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0 });
     expect(config.audit).toEqual({ enabled: false, maxStatementLength: 100, destination: join(dir, 'logs/audit.jsonl') });
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 }, token: 'pre-abc-${NOT_A_VAR}' });
   });

@@ -72,7 +72,16 @@ export interface SempipeConfig {
   admin: { listen: HostPort; token?: string };
   /** undefined = one worker per CPU core. */
   workers?: number;
-  limits: { maxMessageSize: number; authTimeoutMs: number; connectTimeoutMs: number; drainTimeoutMs: number };
+  limits: {
+    maxMessageSize: number;
+    authTimeoutMs: number;
+    connectTimeoutMs: number;
+    drainTimeoutMs: number;
+    /** How long a reset upstream connection waits for the next session before it is closed; 0: no reuse. */
+    upstreamIdleTimeoutMs: number;
+    /** Most idle upstream connections a worker keeps per server, role and startup parameters. */
+    upstreamIdleMax: number;
+  };
   /** destination: 'stdout' | 'stderr' | an absolute path. */
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
   services: ServiceConfig[];
@@ -334,6 +343,8 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       authTimeoutMs: raw.limits.auth_timeout,
       connectTimeoutMs: raw.limits.connect_timeout,
       drainTimeoutMs: raw.limits.drain_timeout,
+      upstreamIdleTimeoutMs: raw.limits.upstream_idle_timeout,
+      upstreamIdleMax: raw.limits.upstream_idle_max,
     },
     audit: {
       enabled: raw.audit.enabled,

@@ -17,7 +17,7 @@ export interface ChunkSource {
   readonly socket: Socket;
   /** Bytes the socket had read before it was adopted; relay them first. */
   readonly pending: Buffer[];
-  /** Starts delivering chunks to `onChunk`: bytes [0, length) of `chunk`. */
+  /** Delivers chunks to `onChunk` from now on (replacing an earlier one): bytes [0, length) of `chunk`. */
   start(onChunk: (chunk: Buffer, length: number) => void): void;
   /** The last chunk is still referenced (by a queued write): read into a new buffer from now on. */
   retain(): void;
@@ -69,11 +69,13 @@ export function adoptSocket(old: Socket): ChunkSource {
 }
 
 function streamSource(socket: Socket, pending: Buffer[]): ChunkSource {
+  let deliver: ((chunk: Buffer, length: number) => void) | undefined;
   return {
     socket,
     pending,
     start(onChunk) {
-      socket.on('data', (chunk: Buffer) => onChunk(chunk, chunk.length));
+      if (deliver === undefined) socket.on('data', (chunk: Buffer) => deliver!(chunk, chunk.length));
+      deliver = onChunk;
     },
     retain() {},
     write: createSocketWriter(socket),

@@ -8,6 +8,7 @@ import type { StageFactory } from '../../proxy/stage.js';
 import { tlsServerEndPoint } from './auth/scram-server.js';
 import { parseScramVerifier, type ScramVerifier } from './auth/scram-verifier.js';
 import type { UpstreamTarget } from './upstream-connect.js';
+import type { IdleLimits } from './upstream-pool.js';
 
 export interface PgClientCredential {
   password?: string;
@@ -24,6 +25,8 @@ export interface PgBindingRuntime {
   clients: Map<string, PgClientCredential>;
   tls?: { context: SecureContext; required: boolean; endPoint: Buffer };
   upstream: UpstreamTarget;
+  /** How long a reset upstream connection waits for the next session, and how many wait per key (upstream-pool.ts). */
+  upstreamIdle: IdleLimits;
   authTimeoutMs: number;
   maxMessageSize: number;
   stages: readonly StageFactory[];
@@ -65,6 +68,7 @@ export function createPgBindingRuntime(
       connectTimeoutMs: config.limits.connectTimeoutMs,
       serviceFqn: service.fqn,
     },
+    upstreamIdle: { timeoutMs: config.limits.upstreamIdleTimeoutMs, max: config.limits.upstreamIdleMax },
     authTimeoutMs: config.limits.authTimeoutMs,
     maxMessageSize: config.limits.maxMessageSize,
     stages,

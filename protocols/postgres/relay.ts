@@ -11,6 +11,10 @@
 // explicit one enters the failed state), and the server's error is rewritten into sempipe's
 // (SQLSTATE 42501 naming the rule and policy). ReadyForQuery therefore always comes from the
 // server and stays truthful.
+//
+// A client's Terminate while the server is idle (nothing outstanding, outside a transaction) may
+// end the session without ending the upstream connection: the relay lets go of it and hands it to
+// `releaseUpstream` (upstream-pool.ts resets it for the next session).
 import type { Socket } from 'node:net';
 import type { ChunkSource } from '../../proxy/chunk-reader.js';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
@@ -101,6 +105,11 @@ export interface RelayOptions {
   /** Sends a CancelRequest for this session's upstream backend; settles once the server took it. */
   cancelUpstream(): Promise<void>;
   onEnd(reason: EndReason, message?: string): void;
+  /**
+   * Takes over the upstream connection when the client ends the session while the server is idle;
+   * the relay has removed its listeners from the socket. Absent: the Terminate goes upstream.
+   */
+  releaseUpstream?(): void;
 }
 
 type Refusal = Exclude<Verdict, { action: 'forward' }>;
@@ -132,6 +141,8 @@ export class PgRelay {
   private clientTerminated = false;
   /** The upstream sent a FATAL error: the client already knows why the session ends. */
   private upstreamFatalSent = false;
+  /** The transaction status of the server's last ReadyForQuery ('I' idle, 'T' in a transaction, 'E' failed). */
+  private transactionStatus = TRANSACTION_IDLE;
   /** The client chunk being relayed (bytes up to inEnd) and the offset up to which it is handled. */
   private inChunk: Buffer | undefined;
   private inFrom = 0;
@@ -271,6 +282,7 @@ export class PgRelay {
         this.push(EntryKind.Simple, '<function call>', process.hrtime.bigint(), 0n, undefined, undefined);
         break;
       case FrontendCode.Terminate:
+        if (this.opts.releaseUpstream !== undefined && this.upstreamAtRest()) return this.releaseUpstream(f);
         this.clientTerminated = true;
         break;
     }
@@ -437,6 +449,7 @@ export class PgRelay {
       case BackendCode.ErrorResponse:
         return this.onServerError(head, f);
       case BackendCode.ReadyForQuery:
+        this.transactionStatus = f.buf[f.start + 5]!;
         this.onReadyForQuery();
         break;
       case BackendCode.CopyInResponse:
@@ -608,6 +621,32 @@ export class PgRelay {
 
   // ---- ends --------------------------------------------------------------------------------------
 
+  /** Nothing outstanding upstream, no transaction open, nothing held or queued in either direction. */
+  private upstreamAtRest(): boolean {
+    return (
+      this.pending.length === 0 &&
+      this.transactionStatus === TRANSACTION_IDLE &&
+      !this.upstreamFatalSent &&
+      !this.awaitingVerdict &&
+      this.cancelHold === undefined &&
+      this.backend.atBoundary &&
+      !this.upstream.destroyed &&
+      this.upstream.writableLength === 0
+    );
+  }
+
+  /** Ends the session at the client's Terminate and hands the upstream connection on, unterminated. */
+  private releaseUpstream(f: FrameRef): false {
+    // What came before the Terminate goes upstream; the Terminate itself does not.
+    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!, this.inFrom, f.start);
+    this.inFrom = f.endInChunk;
+    this.end('client');
+    for (const event of ['drain', 'close', 'error']) this.upstream.removeAllListeners(event);
+    this.opts.releaseUpstream!();
+    if (!this.client.destroyed) this.client.end();
+    return false;
+  }
+
   private malformed(what: string): false {
     this.close('error', pgErrors.protocolViolation(`invalid ${what} message`));
     return false;
@@ -660,6 +699,7 @@ export class PgRelay {
 }
 
 const terminateFrame = Buffer.from([FrontendCode.Terminate, 0, 0, 0, 4]);
+const TRANSACTION_IDLE = 0x49; // 'I'
 
 /**
  * A frontend message of NUL-terminated strings followed by `trailingZeros` zero bytes (the empty

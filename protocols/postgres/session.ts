@@ -1,6 +1,7 @@
 // One PostgreSQL client connection from accept to close: the client handshake, the upstream
-// connection with the service's own credentials, the greeting (the server's ParameterStatus,
-// sempipe's own BackendKeyData), then the relay with the binding's pipeline.
+// connection with the service's own credentials (a reset one left by an earlier session when the
+// pool has one, see upstream-pool.ts), the greeting (the server's ParameterStatus, sempipe's own
+// BackendKeyData), then the relay with the binding's pipeline.
 import type { Socket } from 'node:net';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
 import { adoptSocket } from '../../proxy/chunk-reader.js';
@@ -11,10 +12,47 @@ import { authenticationOk, backendKeyData, errorResponse, readyForQuery, type Er
 import type { PgBindingRuntime } from './binding-runtime.js';
 import { runClientHandshake } from './client-handshake.js';
 import { PgRelay } from './relay.js';
-import { connectUpstream, sendCancelRequest, UpstreamError } from './upstream-connect.js';
+import { connectUpstream, sendCancelRequest, UpstreamError, type UpstreamTarget } from './upstream-connect.js';
+import { poolKey, reuses, UpstreamPool, type PooledUpstream } from './upstream-pool.js';
 import { pgErrors } from './wire-errors.js';
 
 const PROTOCOL = 'postgres';
+
+/** This process's idle upstream connections, shared by all bindings (keyed by server, role and parameters). */
+const upstreamPool = new UpstreamPool();
+
+/** Sessions may share an upstream connection only with the same server, role, password and TLS. */
+function targetKey(u: UpstreamTarget): string {
+  return JSON.stringify([u.host, u.port, u.database, u.user, u.password ?? '', u.tls, u.ca ?? '']);
+}
+
+interface SessionUpstream extends PooledUpstream {
+  /** NoticeResponse frames of the server's startup, the first ReadyForQuery's status, bytes after it. */
+  readonly notices: readonly Buffer[];
+  readonly transactionStatus: string;
+  readonly leftover: Buffer;
+}
+
+/** An upstream connection for the session: a pooled one when there is one, else a new one. */
+async function openUpstream(rt: PgBindingRuntime, key: string, params: Map<string, string>): Promise<SessionUpstream> {
+  const pooled = reuses(rt.upstreamIdle) ? upstreamPool.take(key) : undefined;
+  if (pooled !== undefined) {
+    pooled.source.socket.on('error', ignore);
+    return { ...pooled, notices: [], transactionStatus: 'I', leftover: Buffer.alloc(0) };
+  }
+  const upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(params) });
+  const source = adoptSocket(upstream.socket);
+  source.socket.on('error', ignore);
+  source.socket.setNoDelay(true);
+  return {
+    source,
+    parameterStatus: upstream.parameterStatus,
+    backendKey: upstream.backendKey,
+    notices: upstream.noticeFrames,
+    transactionStatus: upstream.transactionStatus,
+    leftover: upstream.leftover,
+  };
+}
 
 export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, host: ConnectionHost): Promise<void> {
   const clientAddress = `${socket.remoteAddress}:${socket.remotePort}`;
@@ -47,9 +85,10 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     return;
   }
 
-  let upstream;
+  const key = poolKey(targetKey(rt.upstream), client.params);
+  let upstream: SessionUpstream;
   try {
-    upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(client.params) });
+    upstream = await openUpstream(rt, key, client.params);
   } catch (err) {
     const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed: ${String(err)}`);
     host.onUpstreamError(rt.fqn, e);
@@ -57,13 +96,13 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     return;
   }
   if (client.socket.destroyed) {
-    upstream.socket.destroy();
+    upstreamPool.release(key, upstream, rt.upstreamIdle);
     pipeline.end({ reason: 'client', bytesIn: 0, bytesOut: 0, statements: 0 });
     return;
   }
 
   const upstreamKey = upstream.backendKey;
-  const key = host.cancelKeys.issue(() => void cancelUpstream());
+  const cancelKey = host.cancelKeys.issue(() => void cancelUpstream());
   const live: LiveSession = {
     info,
     stats: () => ({ statements: relay.statementCount, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut }),
@@ -72,27 +111,25 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
   const cancelUpstream = (): Promise<void> =>
     sendCancelRequest({ ...rt.upstream }, upstreamKey).catch((e: unknown) => host.onUpstreamError(rt.fqn, e));
   const clientSource = adoptSocket(client.socket);
-  const upstreamSource = adoptSocket(upstream.socket);
   const clientSocket = clientSource.socket;
   clientSocket.on('error', ignore);
-  upstreamSource.socket.on('error', ignore);
-  upstreamSource.socket.setNoDelay(true);
-  const relay: PgRelay = new PgRelay(clientSource, upstreamSource, pipeline, {
+  const relay: PgRelay = new PgRelay(clientSource, upstream.source, pipeline, {
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
     cancelUpstream,
     onEnd: (reason, message) => {
       host.registry.remove(live);
-      host.cancelKeys.release(key.processId);
+      host.cancelKeys.release(cancelKey.processId);
       pipeline.end({ reason, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut, statements: relay.statementCount, message });
     },
+    ...(reuses(rt.upstreamIdle) && { releaseUpstream: () => upstreamPool.release(key, upstream, rt.upstreamIdle) }),
   });
 
   clientSocket.cork();
   clientSocket.write(authenticationOk());
   for (const frame of upstream.parameterStatus) clientSocket.write(frame);
-  for (const frame of upstream.noticeFrames) clientSocket.write(frame);
-  clientSocket.write(backendKeyData(key.processId, key.secretKey));
+  for (const frame of upstream.notices) clientSocket.write(frame);
+  clientSocket.write(backendKeyData(cancelKey.processId, cancelKey.secretKey));
   clientSocket.write(readyForQuery(upstream.transactionStatus as 'I' | 'T' | 'E'));
   if (upstream.leftover.length > 0) clientSocket.write(upstream.leftover);
   clientSocket.uncork();

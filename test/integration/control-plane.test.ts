@@ -286,6 +286,10 @@ describe('real-time changes', () => {
     const openBefore = await open(app);
     upstreamPassword = `rotated-${Math.random().toString(36).slice(2)}`;
     server.sql(`alter role ${server.user} password '${upstreamPassword}'`);
+    // Upstream connections waiting for reuse stay logged in, as PgBouncer's do; the refusal shows on
+    // a new one, so the server closes the waiting ones (all but the open session's).
+    const keep = (await openBefore.client.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+    server.sql(`select pg_terminate_backend(pid) from pg_stat_activity where usename = '${server.user}' and pid <> ${keep} and pid <> pg_backend_pid() and backend_type = 'client backend'`);
     // sempipe tells the client its upstream leg failed (08006), not that the client's password is wrong.
     const refused = await connectError(app, app.password);
     expect(refused?.code).toBe('08006');

@@ -1,0 +1,205 @@
+// Reuse of upstream connections between sessions (protocols/postgres/upstream-pool.ts), with the real
+// sempipe binary (one worker, so every session meets the same pool) in front of a real PostgreSQL:
+// a clean session's backend serves the next session with nothing of its state left; a session that
+// ends inside a transaction, with other startup parameters, or past the idle timeout gets its own
+// backend; a pooled backend killed while idle is never handed out; the idle maximum holds; cancel
+// reaches a reused backend; upstream_idle_timeout: 0 turns reuse off.
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import pg from 'pg';
+import postgres from 'postgres';
+import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
+import { freePort } from '../harness/ports.js';
+import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+
+let server: PgServer;
+const processes: SempipeProcess[] = [];
+
+beforeAll(async () => {
+  server = await startPostgres();
+  server.sql('CREATE TABLE reuse_marks (note text)', server.database);
+});
+
+afterAll(async () => {
+  await Promise.all(processes.map((p) => p.stop()));
+  await destroyPostgres(server);
+});
+
+/** A sempipe with one worker and the given limits; resolves with the port clients connect to. */
+async function proxy(limits: string): Promise<number> {
+  const port = await freePort();
+  const p = await startSempipe({
+    workers: 1,
+    yaml: `admin:
+  listen: 127.0.0.1:\${ADMIN_PORT}
+limits: { ${limits} }
+audit: { enabled: false }
+services:
+  - fqn: service::/test::db
+    protocol: postgres
+    upstream: { host: 127.0.0.1, port: ${server.port}, database: ${server.database}, user: ${server.user}, password: "${server.password}", tls: disable }
+bindings:
+  - fqn: binding::/test::reuse
+    service: service::/test::db
+    listen: 127.0.0.1:${port}
+    database: orders
+    clients: [ { user: api, password: api-secret } ]
+`,
+  });
+  processes.push(p);
+  return port;
+}
+
+async function session<T>(port: number, work: (c: pg.Client) => Promise<T>, applicationName = 'reuse-test'): Promise<T> {
+  const c = new pg.Client({ host: '127.0.0.1', port, user: 'api', password: 'api-secret', database: 'orders', application_name: applicationName });
+  c.on('error', () => {});
+  await c.connect();
+  try {
+    return await work(c);
+  } finally {
+    await c.end();
+  }
+}
+
+const pidOf = async (c: pg.Client): Promise<number> => (await c.query('SELECT pg_backend_pid() AS pid')).rows[0].pid as number;
+
+/** Runs `sql` on a direct connection to the server (not through sempipe). */
+async function direct<T = Record<string, unknown>>(sql: string, params: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ host: server.host, port: server.port, user: server.user, password: server.password, database: server.database });
+  await c.connect();
+  try {
+    return (await c.query(sql, params)).rows as T[];
+  } finally {
+    await c.end();
+  }
+}
+
+/** Waits until `check` holds (the server and the pool act asynchronously after a client leaves). */
+async function until(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const backends = async (applicationName: string): Promise<number[]> =>
+  (await direct<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid', [applicationName])).map((r) => r.pid);
+
+describe('upstream connection reuse', () => {
+  let port: number;
+  beforeAll(async () => {
+    port = await proxy('upstream_idle_timeout: 30s, upstream_idle_max: 2');
+  });
+
+  test("the next session gets the same backend, with nothing left of the last session's state", async () => {
+    const first = await session(port, async (c) => {
+      await c.query("SET work_mem = '77MB'");
+      await c.query('PREPARE left_over AS SELECT 1');
+      await c.query('CREATE TEMP TABLE scratch (x int)');
+      await c.query('LISTEN reuse_channel');
+      await c.query('SELECT pg_advisory_lock(4242)');
+      await c.query('BEGIN');
+      await c.query('DECLARE held CURSOR WITH HOLD FOR SELECT 1');
+      await c.query('COMMIT');
+      return pidOf(c);
+    });
+    const state = await session(port, async (c) => ({
+      pid: await pidOf(c),
+      row: (
+        await c.query(`SELECT current_setting('work_mem') AS work_mem,
+          (SELECT count(*)::int FROM pg_prepared_statements) AS prepared,
+          (SELECT count(*)::int FROM pg_class WHERE relname = 'scratch' AND relpersistence = 't') AS temp_tables,
+          (SELECT count(*)::int FROM pg_listening_channels()) AS channels,
+          (SELECT count(*)::int FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()) AS advisory_locks,
+          (SELECT count(*)::int FROM pg_cursors) AS cursors`)
+      ).rows[0],
+    }));
+    expect(state.pid).toBe(first);
+    expect(state.row).toEqual({ work_mem: '4MB', prepared: 0, temp_tables: 0, channels: 0, advisory_locks: 0, cursors: 0 });
+  });
+
+  test('a session that ends inside a transaction does not hand its backend on, and its work is rolled back', async () => {
+    const name = 'reuse-open-txn';
+    const open = new pg.Client({ host: '127.0.0.1', port, user: 'api', password: 'api-secret', database: 'orders', application_name: name });
+    await open.connect();
+    await open.query('BEGIN');
+    await open.query("INSERT INTO reuse_marks VALUES ('uncommitted')");
+    const pid = await pidOf(open);
+    await open.end();
+    await until(async () => !(await backends(name)).includes(pid), 'the backend of the open transaction to end');
+    expect(await session(port, pidOf, name)).not.toBe(pid);
+    expect(await direct("SELECT * FROM reuse_marks WHERE note = 'uncommitted'")).toEqual([]);
+  });
+
+  test('sessions with other startup parameters get their own backend', async () => {
+    const a = await session(port, pidOf, 'reuse-params-a');
+    const b = await session(port, pidOf, 'reuse-params-b');
+    expect(b).not.toBe(a);
+    expect(await session(port, pidOf, 'reuse-params-a')).toBe(a);
+    expect(await session(port, async (c) => (await c.query("SELECT current_setting('application_name') AS n")).rows[0].n, 'reuse-params-b')).toBe('reuse-params-b');
+  });
+
+  test('a pooled backend killed while idle is not handed out', async () => {
+    const name = 'reuse-killed';
+    const pid = await session(port, pidOf, name);
+    await until(async () => (await backends(name)).includes(pid), 'the backend to wait in the pool');
+    await direct('SELECT pg_terminate_backend($1)', [pid]);
+    await until(async () => !(await backends(name)).includes(pid), 'the killed backend to go');
+    const next = await session(port, async (c) => ({ pid: await pidOf(c), one: (await c.query('SELECT 1 AS one')).rows[0].one }), name);
+    expect(next.pid).not.toBe(pid);
+    expect(next.one).toBe(1);
+  });
+
+  test('no more than upstream_idle_max backends wait per key; the rest are closed', async () => {
+    const name = 'reuse-max';
+    const clients = await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const c = new pg.Client({ host: '127.0.0.1', port, user: 'api', password: 'api-secret', database: 'orders', application_name: name });
+        await c.connect();
+        return c;
+      }),
+    );
+    expect(await backends(name)).toHaveLength(4);
+    await Promise.all(clients.map((c) => c.end()));
+    await until(async () => (await backends(name)).length === 2, 'two backends to remain');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(await backends(name)).toHaveLength(2);
+  });
+
+  test('a cancel reaches a reused backend', async () => {
+    const options = { host: '127.0.0.1', port, user: 'api', password: 'api-secret', database: 'orders', max: 1, onnotice: () => {}, connection: { application_name: 'reuse-cancel' } };
+    const firstSql = postgres(options);
+    const first = (await firstSql`SELECT pg_backend_pid() AS pid`)[0]!.pid as number;
+    await firstSql.end();
+    const sql = postgres(options);
+    try {
+      expect((await sql`SELECT pg_backend_pid() AS pid`)[0]!.pid).toBe(first);
+      const sleeping = sql`SELECT pg_sleep(20)`;
+      const outcome = sleeping.then(() => undefined, (e: unknown) => e);
+      await until(async () => (await direct("SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'SELECT pg_sleep%' AND state = 'active'", [first])).length === 1, 'the sleep to start');
+      sleeping.cancel();
+      expect(await outcome).toMatchObject({ code: '57014' });
+      expect((await sql`SELECT 5 AS five`)[0]!.five).toBe(5);
+    } finally {
+      await sql.end();
+    }
+  });
+});
+
+describe('upstream connection reuse limits', () => {
+  test('past upstream_idle_timeout the waiting backend is closed and the next session gets a new one', async () => {
+    const port = await proxy('upstream_idle_timeout: 300ms');
+    const name = 'reuse-timeout';
+    const pid = await session(port, pidOf, name);
+    await until(async () => !(await backends(name)).includes(pid), 'the idle backend to be closed');
+    expect(await session(port, pidOf, name)).not.toBe(pid);
+  });
+
+  test('upstream_idle_timeout: 0 gives every session its own backend', async () => {
+    const port = await proxy('upstream_idle_timeout: 0');
+    const name = 'reuse-off';
+    const pid = await session(port, pidOf, name);
+    await until(async () => (await backends(name)).length === 0, 'the backend to end with its session');
+    expect(await session(port, pidOf, name)).not.toBe(pid);
+  });
+});
