@@ -1,4 +1,4 @@
-// The lifecycle of a process the benchmark starts (PgBouncer, sempipe, the Node.js relay): waiting
+// The lifecycle of a process the benchmark starts (PgBouncer, sempipe): waiting
 // until it is ready (stopping it when it never gets there), whether it died or never started, with
 // the tail of its log, and a stop that sends SIGTERM and, past a grace period, SIGKILL, resolving
 // once the process has exited.

@@ -1,9 +1,8 @@
 #!/usr/bin/env node
-// `npm run bench:pg`: pgbench -S throughput of PostgreSQL directly, through PgBouncer (session mode),
-// through a bare Node.js byte relay (the runtime's own cost, see node-relay.ts) and through sempipe
-// (metrics and audit on), in simple and prepared query mode, interleaved over several rounds; prints
-// the median TPS per target and mode, sempipe's ratios to direct, to PgBouncer (PASS/FAIL against
-// the target) and to the Node.js relay, and the resident memory per idle authenticated
+// `npm run bench:pg`: pgbench -S throughput of PostgreSQL directly, through PgBouncer (session mode)
+// and through sempipe (metrics and audit on), in simple and prepared query mode, interleaved over
+// several rounds; prints the median TPS per target and mode, sempipe's ratios to direct and to
+// PgBouncer with PASS/FAIL against the target, and the resident memory per idle authenticated
 // connection. Starts and cleans up everything it uses; knobs in bench-settings.ts (BENCH_*).
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs';
@@ -15,7 +14,6 @@ import { destroyPostgres, startPostgres } from '../test/harness/pg-server.js';
 import { PGBENCH_CLIENTS, PGBENCH_THREADS, readBenchSettings, reproduceCommand, type BenchSettings } from './bench-settings.js';
 import { openIdleConnections } from './pg-clients.js';
 import { initPgbench, pgbenchArgs, QUERY_MODES, runPgbench, type PgTarget, type QueryMode } from './pgbench-run.js';
-import { startNodeRelay } from './node-relay-process.js';
 import { startPgbouncer } from './pgbouncer-process.js';
 import { processTree, totalRss } from './process-rss.js';
 import { formatBytes, formatRatio, formatTable, formatTps, median } from './report.js';
@@ -37,7 +35,7 @@ const IDLE_PRIME_CONNECTIONS = 100;
 
 interface BenchTarget {
   name: string;
-  kind: 'direct' | 'pgbouncer' | 'node-relay' | 'sempipe';
+  kind: 'direct' | 'pgbouncer' | 'sempipe';
   versus?: SempipeVariant['versus'];
   target: PgTarget;
   /** The processes whose memory counts for this target (none for direct). */
@@ -128,16 +126,11 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
   const havePgbouncer = targets.some((t) => t.kind === 'pgbouncer');
   let allPass = true;
   const rows: string[][] = [];
-  for (const t of targets.filter((x) => x.kind === 'sempipe' || x.kind === 'node-relay')) {
+  for (const t of targets.filter((x) => x.kind === 'sempipe')) {
     for (const mode of QUERY_MODES) {
       const own = tpsOf(results, t.name, mode);
       const vsPgbouncer = havePgbouncer ? own / tpsOf(results, 'pgbouncer', mode) : Number.NaN;
-      const vsRelay = t.kind === 'node-relay' ? '' : formatRatio(own / tpsOf(results, 'node relay', mode));
-      const ratios = [t.name, mode, formatRatio(own / tpsOf(results, 'direct', mode)), formatRatio(vsPgbouncer), vsRelay];
-      if (t.kind === 'node-relay') {
-        rows.push([...ratios, 'reference, not judged']);
-        continue;
-      }
+      const ratios = [t.name, mode, formatRatio(own / tpsOf(results, 'direct', mode)), formatRatio(vsPgbouncer)];
       // A row with its own target (another sempipe row) is judged by that target below.
       if (t.versus !== undefined) {
         rows.push([...ratios, `see ${t.versus.row} below`]);
@@ -150,7 +143,7 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
     }
   }
   say(`== ratios (target: sempipe >= ${TARGET_VS_PGBOUNCER.toFixed(2)}x PgBouncer in every mode)`);
-  say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', '/ node relay', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
+  say(formatTable(['row', 'mode', '/ direct', '/ pgbouncer', `>= ${TARGET_VS_PGBOUNCER.toFixed(2)}x pgbouncer`], rows, 2));
   say();
   const versusRows: string[][] = [];
   for (const t of targets) {
@@ -199,6 +192,8 @@ async function measureIdleMemory(settings: BenchSettings, targets: readonly Benc
     const pids = t.pids();
     measured.push({ target: t.name, processes: pids.length, before, after: totalRss(pids) });
     await idle.close();
+    // The server ends up to a thousand backends now; the next measurement or round waits for it.
+    await settle();
   }
   say();
   return measured;
@@ -257,10 +252,6 @@ async function main(teardown: Teardown): Promise<void> {
     teardown.add('PgBouncer', () => pgb.stop());
     targets.push({ name: 'pgbouncer', kind: 'pgbouncer', target: pgb.target, pids: () => [pgb.pid] });
   }
-  say(`starting the reference Node.js byte relay (${settings.workers} workers, no framing) ...`);
-  const relay = await startNodeRelay(direct, settings.workers);
-  teardown.add('node relay', () => relay.stop());
-  targets.push({ name: 'node relay', kind: 'node-relay', target: relay.target });
   for (const variant of SEMPIPE_VARIANTS) {
     say(`starting ${variant.name} (${settings.workers} workers, metrics and audit on) ...`);
     const sp = await startBenchSempipe({ variant, dir, workers: settings.workers, upstream: direct, client });
