@@ -192,20 +192,24 @@ export class PgRelay {
     this.clientSource.start((chunk, length) => this.onClientData(chunk, length));
     this.upstreamSource.start((chunk, length) => this.onUpstreamData(chunk, length));
     client.on('drain', () => upstream.resume());
-    upstream.on('drain', () => {
-      this.upstreamBlocked = false;
-      this.resumeClient();
-    });
+    upstream.on('drain', this.onUpstreamDrain);
     client.on('close', () => this.close('client'));
-    upstream.on('close', () => this.onUpstreamClosed());
+    upstream.on('close', this.onUpstreamGone);
     client.on('error', () => this.close('client'));
-    upstream.on('error', () => this.onUpstreamClosed());
+    upstream.on('error', this.onUpstreamGone);
     if (leftover.length > 0) this.onClientData(leftover, leftover.length);
-    for (const chunk of this.clientSource.pending) this.onClientData(chunk, chunk.length);
-    for (const chunk of this.upstreamSource.pending) this.onUpstreamData(chunk, chunk.length);
+    // Taken out, so that the next session on a reused upstream connection does not see them again.
+    for (const chunk of this.clientSource.pending.splice(0)) this.onClientData(chunk, chunk.length);
+    for (const chunk of this.upstreamSource.pending.splice(0)) this.onUpstreamData(chunk, chunk.length);
     client.resume();
     upstream.resume();
   }
+
+  private readonly onUpstreamDrain = (): void => {
+    this.upstreamBlocked = false;
+    this.resumeClient();
+  };
+  private readonly onUpstreamGone = (): void => this.onUpstreamClosed();
 
   // ---- client to upstream ----------------------------------------------------------------------
 
@@ -641,7 +645,7 @@ export class PgRelay {
     if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!, this.inFrom, f.start);
     this.inFrom = f.endInChunk;
     this.end('client');
-    for (const event of ['drain', 'close', 'error']) this.upstream.removeAllListeners(event);
+    this.upstream.off('drain', this.onUpstreamDrain).off('close', this.onUpstreamGone).off('error', this.onUpstreamGone);
     this.opts.releaseUpstream!();
     if (!this.client.destroyed) this.client.end();
     return false;

@@ -36,12 +36,10 @@ interface SessionUpstream extends PooledUpstream {
 /** An upstream connection for the session: a pooled one when there is one, else a new one. */
 async function openUpstream(rt: PgBindingRuntime, key: string, params: Map<string, string>): Promise<SessionUpstream> {
   const pooled = reuses(rt.upstreamIdle) ? upstreamPool.take(key) : undefined;
-  if (pooled !== undefined) {
-    pooled.source.socket.on('error', ignore);
-    return { ...pooled, notices: [], transactionStatus: 'I', leftover: Buffer.alloc(0) };
-  }
+  if (pooled !== undefined) return { ...pooled, notices: [], transactionStatus: 'I', leftover: Buffer.alloc(0) };
   const upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(params) });
   const source = adoptSocket(upstream.socket);
+  // Stays for the connection's life, over every session that reuses it: an error is never unhandled.
   source.socket.on('error', ignore);
   source.socket.setNoDelay(true);
   return {

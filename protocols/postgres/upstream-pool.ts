@@ -75,7 +75,7 @@ export class UpstreamPool {
   }
 
   /**
-   * Resets `upstream` (whose relay has let go of it: no listeners of the session left, no reply
+   * Resets `upstream` (whose session has ended and removed its listeners, with no reply
    * outstanding) and keeps it for `limits.timeoutMs`; closes it instead when the reset fails or
    * `limits.max` connections already wait for `key`.
    */

@@ -118,6 +118,13 @@ describe('upstream connection reuse', () => {
     expect(state.row).toEqual({ work_mem: '4MB', prepared: 0, temp_tables: 0, channels: 0, advisory_locks: 0, cursors: 0 });
   });
 
+  test('one backend serves many sessions in turn, and nothing piles up on its socket', async () => {
+    const pids = new Set<number>();
+    for (let i = 0; i < 15; i++) pids.add(await session(port, pidOf, 'reuse-many'));
+    expect(pids.size).toBe(1);
+    expect(processes[0]!.stderr()).not.toContain('MaxListenersExceededWarning');
+  });
+
   test('a session that ends inside a transaction does not hand its backend on, and its work is rolled back', async () => {
     const name = 'reuse-open-txn';
     const open = new pg.Client({ host: '127.0.0.1', port, user: 'api', password: 'api-secret', database: 'orders', application_name: name });
