@@ -45,6 +45,11 @@ export const enum BackendCode {
   NoData = 0x6e, // n
 }
 
+/** The transaction status byte of ReadyForQuery ('T' in a transaction, 'E' in a failed one). */
+export const enum TransactionStatus {
+  Idle = 0x49, // I
+}
+
 /** Codes carried in place of the protocol version by untyped startup-phase packets. */
 export const enum StartupCode {
   Protocol3 = 196608, // 3.0

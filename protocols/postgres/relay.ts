@@ -24,7 +24,7 @@ import { CommandTagDecoder, decodeErrorResponse } from './backend-decode.js';
 import { classFromCommandTag, rowsFromCommandTag } from './command-tag.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler, type FrameRef } from './frame-scanner.js';
 import { decodeBindNames, decodeClose, decodeExecutePortal, decodeParse, decodeQuery } from './frontend-messages.js';
-import { BackendCode, FrontendCode } from './message-codes.js';
+import { BackendCode, FrontendCode, TransactionStatus } from './message-codes.js';
 import { classifierReady, classifySql } from './sql-classify.js';
 import { RepeatedCString } from './repeated-cstring.js';
 import { pgErrors } from './wire-errors.js';
@@ -142,7 +142,7 @@ export class PgRelay {
   /** The upstream sent a FATAL error: the client already knows why the session ends. */
   private upstreamFatalSent = false;
   /** The transaction status of the server's last ReadyForQuery ('I' idle, 'T' in a transaction, 'E' failed). */
-  private transactionStatus = TRANSACTION_IDLE;
+  private transactionStatus: number = TransactionStatus.Idle;
   /** The client chunk being relayed (bytes up to inEnd) and the offset up to which it is handled. */
   private inChunk: Buffer | undefined;
   private inFrom = 0;
@@ -336,9 +336,8 @@ export class PgRelay {
       this.accept(text, kind, name, receivedAt, process.hrtime.bigint() - receivedAt, verdict.tracker);
       return this.forwardFrame(f);
     }
-    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!, this.inFrom, f.start);
+    this.skipClientFrame(f);
     this.refuse(verdict, text, kind, name, receivedAt);
-    this.inFrom = f.endInChunk;
     return true;
   }
 
@@ -381,6 +380,12 @@ export class PgRelay {
     this.report(text, 0, '', 'denied', v, receivedAt, process.hrtime.bigint() - receivedAt, 0, undefined);
     this.close('error', { severity: 'FATAL', code: v.code, message: v.message });
     return false;
+  }
+
+  /** Forwards what came before frame `f` in the chunk and moves past `f` without forwarding it. */
+  private skipClientFrame(f: FrameRef): void {
+    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!, this.inFrom, f.start);
+    this.inFrom = f.endInChunk;
   }
 
   /** A frame assembled from several chunks is forwarded here; one inside the chunk goes with it. */
@@ -629,7 +634,7 @@ export class PgRelay {
   private upstreamAtRest(): boolean {
     return (
       this.pending.length === 0 &&
-      this.transactionStatus === TRANSACTION_IDLE &&
+      this.transactionStatus === TransactionStatus.Idle &&
       !this.upstreamFatalSent &&
       !this.awaitingVerdict &&
       this.cancelHold === undefined &&
@@ -641,9 +646,7 @@ export class PgRelay {
 
   /** Ends the session at the client's Terminate and hands the upstream connection on, unterminated. */
   private releaseUpstream(f: FrameRef): false {
-    // What came before the Terminate goes upstream; the Terminate itself does not.
-    if (!f.assembled && f.start > this.inFrom) this.writeUpstream(this.inChunk!, this.inFrom, f.start);
-    this.inFrom = f.endInChunk;
+    this.skipClientFrame(f);
     this.end('client');
     this.upstream.off('drain', this.onUpstreamDrain).off('close', this.onUpstreamGone).off('error', this.onUpstreamGone);
     this.opts.releaseUpstream!();
@@ -703,7 +706,6 @@ export class PgRelay {
 }
 
 const terminateFrame = Buffer.from([FrontendCode.Terminate, 0, 0, 0, 4]);
-const TRANSACTION_IDLE = 0x49; // 'I'
 
 /**
  * A frontend message of NUL-terminated strings followed by `trailingZeros` zero bytes (the empty

@@ -7,8 +7,10 @@
 // it touches for the first time is a page fault of its own. One that waits longer than the idle
 // timeout, that the server closes, or that says anything while idle is closed and forgotten.
 // Each worker process has its own pool; nothing crosses processes.
+import { serialize } from 'pg-protocol';
 import type { ChunkSource } from '../../proxy/chunk-reader.js';
-import { FrontendCode } from './message-codes.js';
+import { FrameScanner, frameTypeSet, ScanStatus, type FrameHandler } from './frame-scanner.js';
+import { BackendCode, TransactionStatus } from './message-codes.js';
 
 /** What a session needs of an upstream connection that is already past its startup. */
 export interface PooledUpstream {
@@ -33,20 +35,12 @@ interface Idle {
   readonly forget: () => void;
 }
 
-const RESET_SQL = 'DISCARD ALL';
-const TERMINATE = Buffer.from([FrontendCode.Terminate, 0, 0, 0, 4]);
+const RESET_FRAME = serialize.query('DISCARD ALL');
+const TERMINATE = serialize.end();
 /** A reset answers with a few small frames; anything this large is not a reset's answer. */
 const MAX_RESET_REPLY = 64 * 1024;
-
-/** The reset as a Query frame. */
-const RESET_FRAME = ((): Buffer => {
-  const body = Buffer.from(`${RESET_SQL}\0`);
-  const frame = Buffer.alloc(5 + body.length);
-  frame[0] = FrontendCode.Query;
-  frame.writeUInt32BE(4 + body.length, 1);
-  body.copy(frame, 5);
-  return frame;
-})();
+/** Of the reset's answer only errors and its end matter. */
+const RESET_REPLY_FRAMES = frameTypeSet([BackendCode.ErrorResponse, BackendCode.ReadyForQuery]);
 
 /** The key of the sessions that may share an upstream connection: same target, same startup parameters. */
 export function poolKey(target: string, startupParams: ReadonlyMap<string, string>): string {
@@ -67,13 +61,6 @@ export class UpstreamPool {
     return entry.upstream;
   }
 
-  /** Connections waiting for a session, over all keys. */
-  get size(): number {
-    let n = 0;
-    for (const list of this.idle.values()) n += list.length;
-    return n;
-  }
-
   /**
    * Resets `upstream` (whose session has ended and removed its listeners, with no reply
    * outstanding) and keeps it for `limits.timeoutMs`; closes it instead when the reset fails or
@@ -85,11 +72,11 @@ export class UpstreamPool {
     const close = (): void => {
       if (!socket.destroyed) socket.end(TERMINATE);
     };
-    if (!reuses(limits) || socket.destroyed || (this.idle.get(key)?.length ?? 0) >= limits.max) {
+    if (!reuses(limits) || socket.destroyed || this.waiting(key) >= limits.max) {
       close();
       return;
     }
-    let reply = Buffer.alloc(0);
+    const reply = resetReply();
     let idle: Idle | undefined;
     const drop = (): void => {
       if (idle !== undefined) this.remove(key, idle);
@@ -103,8 +90,7 @@ export class UpstreamPool {
         drop();
         return;
       }
-      reply = Buffer.concat([reply, chunk.subarray(0, length)]);
-      const outcome = resetOutcome(reply);
+      const outcome = reply(chunk, length);
       if (outcome === 'pending') return;
       if (outcome === 'failed') {
         close();
@@ -114,7 +100,7 @@ export class UpstreamPool {
         socket.off('error', drop);
         socket.off('close', drop);
       };
-      if ((this.idle.get(key)?.length ?? 0) >= limits.max) {
+      if (this.waiting(key) >= limits.max) {
         forget();
         close();
         return;
@@ -125,6 +111,10 @@ export class UpstreamPool {
     });
     upstream.source.write(RESET_FRAME, 0, RESET_FRAME.length);
     socket.resume();
+  }
+
+  private waiting(key: string): number {
+    return this.idle.get(key)?.length ?? 0;
   }
 
   private expire(key: string, entry: Idle, close: () => void): void {
@@ -144,25 +134,32 @@ export class UpstreamPool {
 }
 
 /**
- * Where the server's answer to the reset stands: 'idle' once it ended with ReadyForQuery outside a
- * transaction and without an error, 'failed' on an error, an unexpected state or a malformed reply.
+ * Follows the server's answer to the reset, chunk by chunk: 'idle' once it ended with ReadyForQuery
+ * outside a transaction, with no error before it and nothing after it; 'failed' on an error, another
+ * transaction state, or a malformed or oversized reply.
  */
-function resetOutcome(reply: Buffer): 'pending' | 'idle' | 'failed' {
-  if (reply.length > MAX_RESET_REPLY) return 'failed';
-  let failed = false;
-  let at = 0;
-  while (reply.length - at >= 5) {
-    const type = reply[at]!;
-    const length = reply.readUInt32BE(at + 1);
-    if (length < 4) return 'failed';
-    const end = at + 1 + length;
-    if (end > reply.length) return 'pending';
-    if (type === 0x45 /* ErrorResponse */) failed = true;
-    if (type === 0x5a /* ReadyForQuery */) {
-      if (end !== reply.length) return 'failed';
-      return !failed && length === 5 && reply[at + 5] === 0x49 /* 'I' */ ? 'idle' : 'failed';
-    }
-    at = end;
-  }
-  return 'pending';
+export function resetReply(): (chunk: Buffer, length: number) => 'pending' | 'idle' | 'failed' {
+  const scanner = new FrameScanner(RESET_REPLY_FRAMES, MAX_RESET_REPLY);
+  let received = 0;
+  let chunkLength = 0;
+  let errored = false;
+  let outcome: 'pending' | 'idle' | 'failed' = 'pending';
+  const handler: FrameHandler = {
+    onFrame(type, f) {
+      if (type === BackendCode.ErrorResponse) {
+        errored = true;
+        return true;
+      }
+      const idle = !errored && f.length === 6 && f.buf[f.start + 5] === TransactionStatus.Idle && f.endInChunk === chunkLength;
+      outcome = idle ? 'idle' : 'failed';
+      return false;
+    },
+  };
+  return (chunk, length) => {
+    received += length;
+    chunkLength = length;
+    if (received > MAX_RESET_REPLY) return 'failed';
+    if (!scanner.scan(chunk, handler, 0, length) && scanner.status !== ScanStatus.Ok) return 'failed';
+    return outcome;
+  };
 }
