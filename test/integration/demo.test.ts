@@ -2,6 +2,7 @@
 // binding, prints how to connect, serves queries and /metrics, audits them on stdout, refuses the
 // one statement PGlite cannot take (COPY FROM STDIN), and stops cleanly on Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import pg from 'pg';
 import { freePorts } from '../harness/ports.js';
@@ -29,6 +30,14 @@ beforeAll(async () => {
 
 afterAll(() => {
   if (child.exitCode === null) child.kill('SIGKILL');
+});
+
+test('`npx sempipe`, as the README has a new user run it, starts the package\'s binary', () => {
+  // As from a shell: without the npm_* settings of the `npm test` that runs this suite.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.toLowerCase().startsWith('npm_')));
+  const r = spawnSync('npx', ['sempipe', '--help'], { cwd: resolve(import.meta.dirname, '../..'), encoding: 'utf8', env });
+  expect(r.stderr).not.toContain('Permission denied');
+  expect(r.stdout).toContain('usage: sempipe <command>');
 });
 
 test('prints a psql command that works, with the metrics URL', async () => {
