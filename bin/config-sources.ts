@@ -71,7 +71,7 @@ function emptyConfig(o: ControlPlaneOptions, stateDir: string): SempipeConfig {
     admin: { listen: o.admin },
     workers: o.workers,
     stateDir,
-    limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20 },
+    limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 },
     audit: { enabled: true, maxStatementLength: 2048, destination: o.auditDestination },
     services: [],
     bindings: [],

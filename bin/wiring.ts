@@ -14,7 +14,7 @@ import type { BindingSpec, ConnectionHandler, DataPlaneOptions } from '../proxy/
 import type { StageFactory } from '../proxy/stage.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
 import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/postgres/binding-runtime.js';
-import { handlePgConnection } from '../protocols/postgres/session.js';
+import { handlePgConnection, retainPooledUpstreams } from '../protocols/postgres/session.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
 import type { Logger } from 'pino';
 
@@ -71,6 +71,14 @@ export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactor
     port: b.listen.port,
     runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
   }));
+}
+
+/**
+ * What the protocols keep between sessions follows a newly applied set of bindings: PostgreSQL's
+ * idle upstream connections stay only for the servers and credentials the bindings still use.
+ */
+export function retainProtocolState(specs: readonly BindingSpec[]): void {
+  retainPooledUpstreams(specs.filter((s) => s.protocol === 'postgres').map((s) => s.runtime as PgBindingRuntime));
 }
 
 /** Data-plane callbacks that report to metrics and the operator log. */

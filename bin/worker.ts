@@ -12,7 +12,7 @@ import type { StageFactory } from '../proxy/stage.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
 import { handleSessionMessage, IpcSessionSlots } from './worker-control.js';
-import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers } from './wiring.js';
+import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers, retainProtocolState } from './wiring.js';
 
 export async function runWorker(): Promise<void> {
   const workerIndex = Number(process.env.SEMPIPE_WORKER_INDEX ?? '1');
@@ -52,7 +52,9 @@ export async function runWorker(): Promise<void> {
           stages = createStages(metrics, audit, { policies, slots, workerCount });
         }
         policies.update(msg.config.policies);
-        const result = await plane.apply(bindingSpecs(msg.config, stages));
+        const specs = bindingSpecs(msg.config, stages);
+        const result = await plane.apply(specs);
+        retainProtocolState(specs);
         send({ type: 'applied', generation: msg.generation, failed: result.failed });
         break;
       }

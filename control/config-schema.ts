@@ -155,6 +155,7 @@ const limitsSchema = z.strictObject({
   drain_timeout: duration(0).default(30_000),
   upstream_idle_timeout: duration(0).default(60_000),
   upstream_idle_max: integer(0, 100_000).default(20),
+  upstream_check_delay: duration(0).default(30_000),
 });
 
 const auditSchema = z.strictObject({

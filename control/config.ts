@@ -81,6 +81,8 @@ export interface SempipeConfig {
     upstreamIdleTimeoutMs: number;
     /** Most idle upstream connections a worker keeps per server, role and startup parameters. */
     upstreamIdleMax: number;
+    /** An idle upstream connection that waited longer is checked with an empty query before reuse; 0: always. */
+    upstreamCheckDelayMs: number;
   };
   /** destination: 'stdout' | 'stderr' | an absolute path. */
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
@@ -345,6 +347,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       drainTimeoutMs: raw.limits.drain_timeout,
       upstreamIdleTimeoutMs: raw.limits.upstream_idle_timeout,
       upstreamIdleMax: raw.limits.upstream_idle_max,
+      upstreamCheckDelayMs: raw.limits.upstream_check_delay,
     },
     audit: {
       enabled: raw.audit.enabled,

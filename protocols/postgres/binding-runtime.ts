@@ -25,7 +25,7 @@ export interface PgBindingRuntime {
   clients: Map<string, PgClientCredential>;
   tls?: { context: SecureContext; required: boolean; endPoint: Buffer };
   upstream: UpstreamTarget;
-  /** How long a reset upstream connection waits for the next session, and how many wait per key (upstream-pool.ts). */
+  /** How long a reset upstream connection waits for the next session, how many wait per key, when one is checked (upstream-pool.ts). */
   upstreamIdle: IdleLimits;
   authTimeoutMs: number;
   maxMessageSize: number;
@@ -68,7 +68,12 @@ export function createPgBindingRuntime(
       connectTimeoutMs: config.limits.connectTimeoutMs,
       serviceFqn: service.fqn,
     },
-    upstreamIdle: { timeoutMs: config.limits.upstreamIdleTimeoutMs, max: config.limits.upstreamIdleMax },
+    upstreamIdle: {
+      timeoutMs: config.limits.upstreamIdleTimeoutMs,
+      max: config.limits.upstreamIdleMax,
+      checkDelayMs: config.limits.upstreamCheckDelayMs,
+      checkTimeoutMs: config.limits.connectTimeoutMs,
+    },
     authTimeoutMs: config.limits.authTimeoutMs,
     maxMessageSize: config.limits.maxMessageSize,
     stages,

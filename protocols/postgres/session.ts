@@ -13,7 +13,7 @@ import type { PgBindingRuntime } from './binding-runtime.js';
 import { runClientHandshake } from './client-handshake.js';
 import { PgRelay } from './relay.js';
 import { connectUpstream, sendCancelRequest, UpstreamError, type UpstreamTarget } from './upstream-connect.js';
-import { poolKey, reuses, UpstreamPool, type PooledUpstream } from './upstream-pool.js';
+import { poolKey, reuses, UpstreamPool, type PooledUpstream, type PoolKey } from './upstream-pool.js';
 import { pgErrors } from './wire-errors.js';
 
 const PROTOCOL = 'postgres';
@@ -34,8 +34,8 @@ interface SessionUpstream extends PooledUpstream {
 }
 
 /** An upstream connection for the session: a pooled one when there is one, else a new one. */
-async function openUpstream(rt: PgBindingRuntime, key: string, params: Map<string, string>): Promise<SessionUpstream> {
-  const pooled = reuses(rt.upstreamIdle) ? upstreamPool.take(key) : undefined;
+async function openUpstream(rt: PgBindingRuntime, key: PoolKey, params: Map<string, string>): Promise<SessionUpstream> {
+  const pooled = reuses(rt.upstreamIdle) ? await upstreamPool.take(key, rt.upstreamIdle) : undefined;
   if (pooled !== undefined) return { ...pooled, notices: [], transactionStatus: 'I', leftover: Buffer.alloc(0) };
   const upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(params) });
   const source = adoptSocket(upstream.socket);
@@ -50,6 +50,14 @@ async function openUpstream(rt: PgBindingRuntime, key: string, params: Map<strin
     transactionStatus: upstream.transactionStatus,
     leftover: upstream.leftover,
   };
+}
+
+/**
+ * After a config (re)load: this process's idle upstream connections stay only for the servers and
+ * credentials that `runtimes` (its bindings now) use with reuse on; the others are closed.
+ */
+export function retainPooledUpstreams(runtimes: readonly PgBindingRuntime[]): void {
+  upstreamPool.retainTargets(new Set(runtimes.filter((rt) => reuses(rt.upstreamIdle)).map((rt) => targetKey(rt.upstream))));
 }
 
 export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, host: ConnectionHost): Promise<void> {

@@ -28,18 +28,24 @@ function feed(...chunks: Buffer[]): string[] {
 }
 
 describe('poolKey', () => {
+  const id = (target: string, params: Map<string, string>): string => poolKey(target, params).id;
+
   test('the order of the startup parameters does not matter, their values do', () => {
     const a = new Map([['application_name', 'pgbench'], ['client_encoding', 'UTF8']]);
     const b = new Map([['client_encoding', 'UTF8'], ['application_name', 'pgbench']]);
-    expect(poolKey('t', a)).toBe(poolKey('t', b));
-    expect(poolKey('t', a)).not.toBe(poolKey('t', new Map([['application_name', 'psql'], ['client_encoding', 'UTF8']])));
-    expect(poolKey('t', a)).not.toBe(poolKey('t', new Map([['application_name', 'pgbench']])));
+    expect(id('t', a)).toBe(id('t', b));
+    expect(id('t', a)).not.toBe(id('t', new Map([['application_name', 'psql'], ['client_encoding', 'UTF8']])));
+    expect(id('t', a)).not.toBe(id('t', new Map([['application_name', 'pgbench']])));
   });
 
   test('another target is another key, and no name or value can pass for another split', () => {
     const params = new Map([['a', 'b']]);
-    expect(poolKey('t1', params)).not.toBe(poolKey('t2', params));
-    expect(poolKey('t', new Map([['a', 'b,c']]))).not.toBe(poolKey('t', new Map([['a', 'b'], ['c', '']])));
+    expect(id('t1', params)).not.toBe(id('t2', params));
+    expect(id('t', new Map([['a', 'b,c']]))).not.toBe(id('t', new Map([['a', 'b'], ['c', '']])));
+  });
+
+  test('keeps its target, by which a reload retains or closes idle connections', () => {
+    expect(poolKey('t1', new Map([['a', 'b']])).target).toBe('t1');
   });
 });
 

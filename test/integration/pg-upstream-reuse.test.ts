@@ -3,8 +3,11 @@
 // a clean session's backend serves the next session with nothing of its state left; a session that
 // ends inside a transaction, with other startup parameters, or past the idle timeout gets its own
 // backend; a pooled backend killed while idle is never handed out; the idle maximum holds; cancel
-// reaches a reused backend; upstream_idle_timeout: 0 turns reuse off.
+// reaches a reused backend; upstream_idle_timeout: 0 turns reuse off; past upstream_check_delay a
+// backend must answer an empty query (a stopped one does not, and is replaced); a reload that
+// changes the upstream role closes the old role's idle backends.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { writeFileSync } from 'node:fs';
 import pg from 'pg';
 import postgres from 'postgres';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
@@ -24,29 +27,35 @@ afterAll(async () => {
   await destroyPostgres(server);
 });
 
-/** A sempipe with one worker and the given limits; resolves with the port clients connect to. */
-async function proxy(limits: string): Promise<number> {
-  const port = await freePort();
-  const p = await startSempipe({
-    workers: 1,
-    yaml: `admin:
+/** The config of a one-worker sempipe with `limits`, reaching the server as `role`. */
+function config(limits: string, role = { user: server.user, password: server.password }): string {
+  return `admin:
   listen: 127.0.0.1:\${ADMIN_PORT}
 limits: { ${limits} }
 audit: { enabled: false }
 services:
   - fqn: service::/test::db
     protocol: postgres
-    upstream: { host: 127.0.0.1, port: ${server.port}, database: ${server.database}, user: ${server.user}, password: "${server.password}", tls: disable }
+    upstream: { host: 127.0.0.1, port: ${server.port}, database: ${server.database}, user: ${role.user}, password: "${role.password}", tls: disable }
 bindings:
   - fqn: binding::/test::reuse
     service: service::/test::db
-    listen: 127.0.0.1:${port}
+    listen: 127.0.0.1:\${PROXY_PORT}
     database: orders
     clients: [ { user: api, password: api-secret } ]
-`,
-  });
+`;
+}
+
+/** A sempipe with one worker and the given limits; resolves with the port clients connect to. */
+async function proxy(limits: string): Promise<number> {
+  return (await proxyProcess(limits)).port;
+}
+
+async function proxyProcess(limits: string): Promise<{ port: number; p: SempipeProcess }> {
+  const port = await freePort();
+  const p = await startSempipe({ workers: 1, yaml: config(limits).replaceAll('${PROXY_PORT}', String(port)) });
   processes.push(p);
-  return port;
+  return { port, p };
 }
 
 async function session<T>(port: number, work: (c: pg.Client) => Promise<T>, applicationName = 'reuse-test'): Promise<T> {
@@ -223,5 +232,86 @@ describe('upstream connection reuse limits', () => {
     const pid = await session(port, pidOf, name);
     await until(async () => (await backends(name)).length === 0, 'the backend to end with its session');
     expect(await session(port, pidOf, name)).not.toBe(pid);
+  });
+});
+
+describe('checks of long-idle upstream connections', () => {
+  /** Stops backend `pid` (it answers nothing, as behind a dead network path) until the returned function resumes it. */
+  function freeze(pid: number): () => void {
+    process.kill(pid, 'SIGSTOP');
+    return () => process.kill(pid, 'SIGCONT');
+  }
+
+  test('past upstream_check_delay a backend that answers the empty query is handed out', async () => {
+    const port = await proxy('upstream_idle_timeout: 30s, upstream_check_delay: 0');
+    const name = 'check-alive';
+    const pid = await session(port, pidOf, name);
+    await pooled(pid);
+    expect(await session(port, pidOf, name)).toBe(pid);
+  });
+
+  test('past upstream_check_delay a backend that does not answer within connect_timeout is closed, and the session gets a new one', async () => {
+    const port = await proxy('upstream_idle_timeout: 30s, upstream_check_delay: 0, connect_timeout: 1s');
+    const name = 'check-dead';
+    const pid = await session(port, pidOf, name);
+    await pooled(pid);
+    const thaw = freeze(pid);
+    try {
+      const started = Date.now();
+      const next = await session(port, async (c) => ({ pid: await pidOf(c), one: (await c.query('SELECT 1 AS one')).rows[0].one }), name);
+      expect(next.pid).not.toBe(pid);
+      expect(next.one).toBe(1);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(900);
+    } finally {
+      thaw();
+    }
+    // sempipe closed its end: the resumed backend finds the connection gone and exits.
+    await until(async () => !(await backends(name)).includes(pid), 'the unanswering backend to end');
+  });
+
+  test('within upstream_check_delay a pooled backend is handed out without a check', async () => {
+    const port = await proxy('upstream_idle_timeout: 30s, upstream_check_delay: 1h');
+    const name = 'check-within';
+    const pid = await session(port, pidOf, name);
+    await pooled(pid);
+    const thaw = freeze(pid);
+    let answered = false;
+    try {
+      const next = session(port, async (c) => {
+        const p = await pidOf(c);
+        answered = true;
+        return p;
+      }, name);
+      // The session starts (its greeting is sempipe's) but its first statement waits for the stopped backend.
+      await new Promise((r) => setTimeout(r, 500));
+      expect(answered).toBe(false);
+      thaw();
+      expect(await next).toBe(pid);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  });
+});
+
+describe('idle upstream connections across a reload', () => {
+  test('a reload that changes the upstream role closes the idle connections of the old one; the next session gets the new role', async () => {
+    const other = { user: 'reuse_rotated', password: 'rotated-secret' };
+    server.sql(`CREATE ROLE ${other.user} LOGIN PASSWORD '${other.password}'`);
+    server.sql(`GRANT ALL ON DATABASE ${server.database} TO ${other.user}`);
+    const { port, p } = await proxyProcess('upstream_idle_timeout: 30s');
+    const name = 'reload-prune';
+    const pid = await session(port, pidOf, name);
+    await pooled(pid);
+
+    const reloads = p.stderr().split('config reloaded').length;
+    const adminPort = new URL(p.adminUrl).port;
+    writeFileSync(p.configFile, config('upstream_idle_timeout: 30s', other).replaceAll('${PROXY_PORT}', String(port)).replaceAll('${ADMIN_PORT}', adminPort));
+    p.signal('SIGHUP');
+    await until(async () => p.stderr().split('config reloaded').length > reloads, 'the reload');
+
+    await until(async () => !(await backends(name)).includes(pid), 'the idle backend of the old role to be closed');
+    const next = await session(port, async (c) => ({ pid: await pidOf(c), user: (await c.query('SELECT current_user AS u')).rows[0].u }), name);
+    expect(next.pid).not.toBe(pid);
+    expect(next.user).toBe(other.user);
   });
 });
