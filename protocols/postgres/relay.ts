@@ -16,6 +16,7 @@
 // end the session without ending the upstream connection: the relay lets go of it and hands it to
 // `releaseUpstream` (upstream-pool.ts resets it for the next session).
 import type { Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
 import type { ChunkSource } from '../../proxy/chunk-reader.js';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
 import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js';
@@ -363,10 +364,10 @@ export class PgRelay {
     const judgedNs = process.hrtime.bigint() - receivedAt;
     if (kind === 'simple') {
       this.push(EntryKind.Simple, text, receivedAt, judgedNs, undefined, refusal);
-      this.writeUpstream(queryFrame(REFUSED_SQL));
+      this.writeUpstream(refusedQueryFrame);
     } else {
       this.push(EntryKind.Refused, text, receivedAt, judgedNs, undefined, refusal);
-      this.writeUpstream(kind === 'parse' ? parseFrame(name, REFUSED_SQL) : bindFrame(name, REFUSED_STATEMENT));
+      this.writeUpstream(kind === 'parse' ? refusedParseFrame(name) : serialize.bind({ portal: name, statement: REFUSED_STATEMENT }));
     }
   }
 
@@ -705,34 +706,25 @@ export class PgRelay {
   }
 }
 
-const terminateFrame = Buffer.from([FrontendCode.Terminate, 0, 0, 0, 4]);
+const terminateFrame = serialize.end();
+
+/** The stand-in for a refused simple query. */
+const refusedQueryFrame = serialize.query(REFUSED_SQL);
 
 /**
- * A frontend message of NUL-terminated strings followed by `trailingZeros` zero bytes (the empty
- * parameter and format lists of Parse and Bind).
+ * A Parse of the stand-in as statement `name`, no parameter types. Built here: pg-protocol's
+ * serialize.parse prints warnings to stderr for names over 63 characters, and the name is the client's.
  */
-function stringsFrame(type: number, strings: readonly string[], trailingZeros: number): Buffer {
-  const lengths = strings.map((v) => Buffer.byteLength(v) + 1);
-  const len = 4 + lengths.reduce((a, b) => a + b, 0) + trailingZeros;
+function refusedParseFrame(name: string): Buffer {
+  const nameBytes = Buffer.byteLength(name);
+  const len = 4 + nameBytes + 1 + Buffer.byteLength(REFUSED_SQL) + 1 + 2;
   const buf = Buffer.alloc(len + 1);
-  buf[0] = type;
+  buf[0] = FrontendCode.Parse;
   buf.writeUInt32BE(len, 1);
-  let pos = 5;
-  strings.forEach((v, i) => {
-    buf.write(v, pos);
-    pos += lengths[i];
-  });
+  buf.write(name, 5);
+  buf.write(REFUSED_SQL, 5 + nameBytes + 1);
   return buf;
 }
-
-/** A Query frame carrying `sql`. */
-const queryFrame = (sql: string): Buffer => stringsFrame(FrontendCode.Query, [sql], 0);
-
-/** A Parse frame for statement `name` carrying `sql` and no parameter types. */
-const parseFrame = (name: string, sql: string): Buffer => stringsFrame(FrontendCode.Parse, [name, sql], 2);
-
-/** A Bind of `statement` into `portal` with no parameters and no format codes. */
-const bindFrame = (portal: string, statement: string): Buffer => stringsFrame(FrontendCode.Bind, [portal, statement], 6);
 
 /** Class of an errored or refused statement: from the parser when loaded, else from its tag. */
 function statementClassOf(text: string, index: number, tag: string): string {

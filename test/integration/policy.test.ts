@@ -265,6 +265,18 @@ describe('extended protocol', () => {
     }
   });
 
+  test('a denied named prepared statement is refused at its Parse and leaves no statement of that name behind', async () => {
+    await withClient('classes', async (c) => {
+      const name = 'refused_named_statement_with_a_rather_long_name';
+      const err = await errorOf(c.query({ name, text: 'create table evil5 (a int)' }));
+      expect(err.code).toBe('42501');
+      expect(err.message).toContain('(rule deny.classes)');
+      expect((await c.query({ name, text: 'select 6 as six' })).rows[0].six).toBe(6);
+    });
+    expect(db("select count(*) from pg_tables where tablename = 'evil5'").trim()).toBe('0');
+    expect(sempipe.stderr()).not.toContain('Warning!');
+  });
+
   test('inside BEGIN the denial puts the transaction in the failed state, as PostgreSQL does', async () => {
     const sql = postgres({ host: '127.0.0.1', port: ports.classes, user: USER, password: PASSWORD, database: DB, max: 1 });
     try {
@@ -419,6 +431,8 @@ describe('real time and observability', () => {
     await c.connect();
     try {
       const pid = (await c.query('select pg_backend_pid() as pid')).rows[0].pid as number;
+      const prepared = { name: 'live_one', text: 'select 1 as one' };
+      expect((await c.query(prepared)).rows[0].one).toBe(1);
       writeFileSync(sempipe.configFile, configYaml(true).replaceAll('${ADMIN_PORT}', new URL(sempipe.adminUrl).port));
       sempipe.signal('SIGHUP');
       let denial: { code?: string; message: string } | undefined;
@@ -433,6 +447,10 @@ describe('real time and observability', () => {
       });
       expect(denial?.code).toBe('42501');
       expect(denial?.message).toContain('policy::/test::live');
+      // A statement prepared before the change is judged again at its Bind.
+      const atBind = await errorOf(c.query(prepared));
+      expect(atBind.code).toBe('42501');
+      expect(atBind.message).toContain('policy::/test::live');
       // The same session: its backend is still there, and statements of other classes still run.
       expect((await c.query('show server_version_num')).rows).toHaveLength(1);
       expect(db(`select count(*) from pg_stat_activity where pid = ${pid}`).trim()).toBe('1');
