@@ -10,7 +10,7 @@ import { availableParallelism, cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
 import { findBinary } from '../test/harness/binaries.js';
-import { destroyPostgres, startPostgres } from '../test/harness/pg-server.js';
+import { destroyPostgres, startPostgres, type PgServer } from '../test/harness/pg-server.js';
 import { PGBENCH_CLIENTS, PGBENCH_THREADS, readBenchSettings, reproduceCommand, type BenchSettings } from './bench-settings.js';
 import { openIdleConnections } from './pg-clients.js';
 import { initPgbench, pgbenchArgs, QUERY_MODES, runPgbench, type PgTarget, type QueryMode } from './pgbench-run.js';
@@ -171,6 +171,25 @@ interface IdleMemory {
 }
 
 const settle = (): Promise<void> => new Promise((r) => setTimeout(r, IDLE_SETTLE_MS));
+const BACKENDS_POLL_MS = 500;
+const BACKENDS_DEADLINE_MS = 120_000;
+
+/**
+ * Waits until the server's client backends have stopped going away: after an idle measurement up
+ * to a thousand of them end, and on this kind of machine a pgbench run that starts meanwhile may
+ * not get its connections within a short warm-up.
+ */
+async function backendsSettled(server: PgServer): Promise<void> {
+  const count = (): number => Number(server.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"));
+  const deadline = Date.now() + BACKENDS_DEADLINE_MS;
+  let last = count();
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, BACKENDS_POLL_MS));
+    const now = count();
+    if (now >= last) return;
+    last = now;
+  }
+}
 
 /**
  * RSS of each proxy before and with `n` authenticated idle connections. Measured on freshly started
@@ -178,7 +197,7 @@ const settle = (): Promise<void> => new Promise((r) => setTimeout(r, IDLE_SETTLE
  * may return while the idle connections are opened, which hides their cost. A first batch of
  * connections, opened and closed, loads the connection code paths so that they are in `before`.
  */
-async function measureIdleMemory(settings: BenchSettings, targets: readonly BenchTarget[]): Promise<IdleMemory[]> {
+async function measureIdleMemory(settings: BenchSettings, targets: readonly BenchTarget[], server: PgServer): Promise<IdleMemory[]> {
   const n = settings.idleConnections;
   say(`== measuring resident memory with ${n} authenticated idle connections ...`);
   const measured: IdleMemory[] = [];
@@ -194,6 +213,7 @@ async function measureIdleMemory(settings: BenchSettings, targets: readonly Benc
     await idle.close();
     // The server ends up to a thousand backends now; the next measurement or round waits for it.
     await settle();
+    await backendsSettled(server);
   }
   say();
   return measured;
@@ -262,7 +282,7 @@ async function main(teardown: Teardown): Promise<void> {
 
   await printMachine(settings, server.sql('show server_version'), pgbouncerVersion);
   printTargets(settings, targets);
-  const memory = await measureIdleMemory(settings, targets);
+  const memory = await measureIdleMemory(settings, targets, server);
   const results = await runRounds(settings, targets, signal);
   const verdict = printThroughput(settings, targets, results, bouncer.reason);
   printIdleMemory(settings, memory);
