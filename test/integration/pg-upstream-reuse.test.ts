@@ -236,6 +236,14 @@ describe('upstream connection reuse limits', () => {
 });
 
 describe('checks of long-idle upstream connections', () => {
+  /** A sempipe with `limits` and the backend of one session `name` ran, waiting in its pool. */
+  async function pooledBackend(limits: string, name: string): Promise<{ port: number; pid: number }> {
+    const port = await proxy(limits);
+    const pid = await session(port, pidOf, name);
+    await pooled(pid);
+    return { port, pid };
+  }
+
   /** Stops backend `pid` (it answers nothing, as behind a dead network path) until the returned function resumes it. */
   function freeze(pid: number): () => void {
     process.kill(pid, 'SIGSTOP');
@@ -243,18 +251,14 @@ describe('checks of long-idle upstream connections', () => {
   }
 
   test('past upstream_check_delay a backend that answers the empty query is handed out', async () => {
-    const port = await proxy('upstream_idle_timeout: 30s, upstream_check_delay: 0');
     const name = 'check-alive';
-    const pid = await session(port, pidOf, name);
-    await pooled(pid);
+    const { port, pid } = await pooledBackend('upstream_idle_timeout: 30s, upstream_check_delay: 0', name);
     expect(await session(port, pidOf, name)).toBe(pid);
   });
 
   test('past upstream_check_delay a backend that does not answer within connect_timeout is closed, and the session gets a new one', async () => {
-    const port = await proxy('upstream_idle_timeout: 30s, upstream_check_delay: 0, connect_timeout: 1s');
     const name = 'check-dead';
-    const pid = await session(port, pidOf, name);
-    await pooled(pid);
+    const { port, pid } = await pooledBackend('upstream_idle_timeout: 30s, upstream_check_delay: 0, connect_timeout: 1s', name);
     const thaw = freeze(pid);
     try {
       const started = Date.now();
@@ -270,10 +274,8 @@ describe('checks of long-idle upstream connections', () => {
   });
 
   test('within upstream_check_delay a pooled backend is handed out without a check', async () => {
-    const port = await proxy('upstream_idle_timeout: 30s, upstream_check_delay: 1h');
     const name = 'check-within';
-    const pid = await session(port, pidOf, name);
-    await pooled(pid);
+    const { port, pid } = await pooledBackend('upstream_idle_timeout: 30s, upstream_check_delay: 1h', name);
     const thaw = freeze(pid);
     let answered = false;
     try {
