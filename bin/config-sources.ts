@@ -8,7 +8,7 @@ import { Gauge, Registry } from 'prom-client';
 import { assertApiExposure, resolveAdminToken } from '../control/api/auth.js';
 import { createApiHandler, type SessionDirectory } from '../control/api/router.js';
 import { openCatalog } from '../control/catalog.js';
-import { loadConfig, type HostPort, type SempipeConfig } from '../control/config.js';
+import { defaultLimits, loadConfig, type HostPort, type SempipeConfig } from '../control/config.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { prepareCredentials } from './wiring.js';
 
@@ -71,7 +71,7 @@ function emptyConfig(o: ControlPlaneOptions, stateDir: string): SempipeConfig {
     admin: { listen: o.admin },
     workers: o.workers,
     stateDir,
-    limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 },
+    limits: defaultLimits(),
     audit: { enabled: true, maxStatementLength: 2048, destination: o.auditDestination },
     services: [],
     bindings: [],

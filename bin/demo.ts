@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { createAuditLog } from '../control/audit.js';
 import { startAdminServer } from '../control/admin-server.js';
-import type { SempipeConfig } from '../control/config.js';
+import { defaultLimits, type SempipeConfig } from '../control/config.js';
 import { createMetrics, localMetricsReader, METRICS_CONTENT_TYPE } from '../control/metrics.js';
 import { policySchema } from '../control/policy/policy-schema.js';
 import { createOpsLog } from '../control/ops-log.js';
@@ -32,7 +32,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
     admin: { listen: { host: '127.0.0.1', port: adminPort } },
     // PGlite's socket multiplexer runs every connection in one backend: a reset (DISCARD ALL) for
     // reuse would reach the others' sessions, so upstream connections are not reused here.
-    limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 2_000, upstreamIdleTimeoutMs: 0, upstreamIdleMax: 0, upstreamCheckDelayMs: 30_000 },
+    limits: { ...defaultLimits(), drainTimeoutMs: 2_000, upstreamIdleTimeoutMs: 0, upstreamIdleMax: 0 },
     audit: { enabled: true, maxStatementLength: 2048, destination: 'stdout' },
     services: [
       {

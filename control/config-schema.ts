@@ -148,7 +148,7 @@ const workersSchema = scalar('"auto" or a whole number 1..1024').transform((v, c
   return wholeNumber(v, 1, 1024) ?? fail(ctx, `expected "auto" or a whole number 1..1024, got ${JSON.stringify(v)}`);
 });
 
-const limitsSchema = z.strictObject({
+export const limitsSchema = z.strictObject({
   max_message_size: size.default(64 * 1024 * 1024),
   auth_timeout: duration(1).default(10_000),
   connect_timeout: duration(1).default(10_000),

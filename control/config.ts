@@ -14,6 +14,7 @@ import type { PolicyDocument } from './policy/policy-schema.js';
 import {
   configSchema,
   formatHostPort,
+  limitsSchema,
   type CLIENT_AUTH_METHODS,
   type HostPort,
   type RawConfig,
@@ -333,6 +334,23 @@ function checkFiles(raw: RawConfig, baseDir: string): Problem[] {
   return problems;
 }
 
+function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
+  return {
+    maxMessageSize: raw.max_message_size,
+    authTimeoutMs: raw.auth_timeout,
+    connectTimeoutMs: raw.connect_timeout,
+    drainTimeoutMs: raw.drain_timeout,
+    upstreamIdleTimeoutMs: raw.upstream_idle_timeout,
+    upstreamIdleMax: raw.upstream_idle_max,
+    upstreamCheckDelayMs: raw.upstream_check_delay,
+  };
+}
+
+/** The limits a config without a `limits:` section gets (the schema's defaults). */
+export function defaultLimits(): SempipeConfig['limits'] {
+  return normalizeLimits(limitsSchema.parse({}));
+}
+
 function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig {
   const upstreamDatabase = new Map(raw.services.map((s) => [s.fqn, s.upstream.database]));
   const destination = raw.audit.destination;
@@ -340,15 +358,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
     file,
     admin: { listen: raw.admin.listen, ...(raw.admin.token !== undefined && { token: raw.admin.token }) },
     ...(raw.workers !== undefined && { workers: raw.workers }),
-    limits: {
-      maxMessageSize: raw.limits.max_message_size,
-      authTimeoutMs: raw.limits.auth_timeout,
-      connectTimeoutMs: raw.limits.connect_timeout,
-      drainTimeoutMs: raw.limits.drain_timeout,
-      upstreamIdleTimeoutMs: raw.limits.upstream_idle_timeout,
-      upstreamIdleMax: raw.limits.upstream_idle_max,
-      upstreamCheckDelayMs: raw.limits.upstream_check_delay,
-    },
+    limits: normalizeLimits(raw.limits),
     audit: {
       enabled: raw.audit.enabled,
       maxStatementLength: raw.audit.max_statement_length,

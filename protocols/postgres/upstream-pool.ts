@@ -237,9 +237,9 @@ function answersCheck(upstream: PooledUpstream, timeoutMs: number): Promise<bool
 }
 
 /**
- * Follows the server's answer to the reset (or the check), chunk by chunk: 'idle' once it ended with ReadyForQuery
- * outside a transaction, with no error before it and nothing after it; 'failed' on an error, another
- * transaction state, or a malformed or oversized reply.
+ * Follows the server's answer to the reset (or the check), chunk by chunk: 'idle' once it ended
+ * with ReadyForQuery outside a transaction, with no error before it and nothing after it; 'failed'
+ * on an error, another transaction state, or a malformed or oversized reply.
  */
 export function resetReply(): (chunk: Buffer, length: number) => 'pending' | 'idle' | 'failed' {
   const scanner = new FrameScanner(RESET_REPLY_FRAMES, MAX_RESET_REPLY);
