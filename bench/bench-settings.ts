@@ -22,6 +22,8 @@ const envSchema = z.object({
   BENCH_IDLE_CONNECTIONS: whole(1000, 1, 1000),
   /** pgbench -i scale factor. */
   BENCH_SCALE: whole(10, 1, 10_000),
+  /** 1 adds the calibration row: a plain Node.js byte relay (node-relay.ts) with BENCH_WORKERS workers. */
+  BENCH_NODE_RELAY: whole(0, 0, 1),
 });
 
 export interface BenchSettings {
@@ -31,6 +33,7 @@ export interface BenchSettings {
   workers: number;
   idleConnections: number;
   scale: number;
+  nodeRelay: boolean;
 }
 
 /** The settings from `env`; throws a readable error naming the variable that is wrong. */
@@ -48,6 +51,7 @@ export function readBenchSettings(env: NodeJS.ProcessEnv): BenchSettings {
     workers: e.BENCH_WORKERS,
     idleConnections: e.BENCH_IDLE_CONNECTIONS,
     scale: e.BENCH_SCALE,
+    nodeRelay: e.BENCH_NODE_RELAY === 1,
   };
 }
 
@@ -60,6 +64,7 @@ export function reproduceCommand(s: BenchSettings): string {
     `BENCH_WORKERS=${s.workers}`,
     `BENCH_IDLE_CONNECTIONS=${s.idleConnections}`,
     `BENCH_SCALE=${s.scale}`,
+    ...(s.nodeRelay ? ['BENCH_NODE_RELAY=1'] : []),
     'npm run bench:pg',
   ].join(' ');
 }
