@@ -22,8 +22,6 @@ const envSchema = z.object({
   BENCH_IDLE_CONNECTIONS: whole(1000, 1, 1000),
   /** pgbench -i scale factor. */
   BENCH_SCALE: whole(10, 1, 10_000),
-  /** 1 adds the calibration row: a plain Node.js byte relay (node-relay.ts) with BENCH_WORKERS workers. */
-  BENCH_NODE_RELAY: whole(0, 0, 1),
 });
 
 export interface BenchSettings {
@@ -33,7 +31,6 @@ export interface BenchSettings {
   workers: number;
   idleConnections: number;
   scale: number;
-  nodeRelay: boolean;
 }
 
 /** The settings from `env`; throws a readable error naming the variable that is wrong. */
@@ -51,7 +48,6 @@ export function readBenchSettings(env: NodeJS.ProcessEnv): BenchSettings {
     workers: e.BENCH_WORKERS,
     idleConnections: e.BENCH_IDLE_CONNECTIONS,
     scale: e.BENCH_SCALE,
-    nodeRelay: e.BENCH_NODE_RELAY === 1,
   };
 }
 
@@ -64,7 +60,6 @@ export function reproduceCommand(s: BenchSettings): string {
     `BENCH_WORKERS=${s.workers}`,
     `BENCH_IDLE_CONNECTIONS=${s.idleConnections}`,
     `BENCH_SCALE=${s.scale}`,
-    ...(s.nodeRelay ? ['BENCH_NODE_RELAY=1'] : []),
     'npm run bench:pg',
   ].join(' ');
 }

@@ -14,7 +14,6 @@ import { destroyPostgres, startPostgres, type PgServer } from '../test/harness/p
 import { PGBENCH_CLIENTS, PGBENCH_THREADS, readBenchSettings, reproduceCommand, type BenchSettings } from './bench-settings.js';
 import { openIdleConnections } from './pg-clients.js';
 import { initPgbench, pgbenchArgs, QUERY_MODES, runPgbench, type PgTarget, type QueryMode } from './pgbench-run.js';
-import { startNodeRelay } from './node-relay-process.js';
 import { startPgbouncer } from './pgbouncer-process.js';
 import { processTree, totalRss } from './process-rss.js';
 import { formatBytes, formatRatio, formatTable, formatTps, median } from './report.js';
@@ -36,8 +35,7 @@ const IDLE_PRIME_CONNECTIONS = 100;
 
 interface BenchTarget {
   name: string;
-  /** 'calibration': the plain Node.js byte relay (node-relay.ts), shown with its ratios, not judged. */
-  kind: 'direct' | 'pgbouncer' | 'sempipe' | 'calibration';
+  kind: 'direct' | 'pgbouncer' | 'sempipe';
   versus?: SempipeVariant['versus'];
   target: PgTarget;
   /** The processes whose memory counts for this target (none for direct). */
@@ -128,15 +126,11 @@ function printThroughput(settings: BenchSettings, targets: readonly BenchTarget[
   const havePgbouncer = targets.some((t) => t.kind === 'pgbouncer');
   let allPass = true;
   const rows: string[][] = [];
-  for (const t of targets.filter((x) => x.kind === 'sempipe' || x.kind === 'calibration')) {
+  for (const t of targets.filter((x) => x.kind === 'sempipe')) {
     for (const mode of QUERY_MODES) {
       const own = tpsOf(results, t.name, mode);
       const vsPgbouncer = havePgbouncer ? own / tpsOf(results, 'pgbouncer', mode) : Number.NaN;
       const ratios = [t.name, mode, formatRatio(own / tpsOf(results, 'direct', mode)), formatRatio(vsPgbouncer)];
-      if (t.kind === 'calibration') {
-        rows.push([...ratios, 'calibration, not judged']);
-        continue;
-      }
       // A row with its own target (another sempipe row) is judged by that target below.
       if (t.versus !== undefined) {
         rows.push([...ratios, `see ${t.versus.row} below`]);
@@ -283,12 +277,6 @@ async function main(teardown: Teardown): Promise<void> {
     const sp = await startBenchSempipe({ variant, dir, workers: settings.workers, upstream: direct, client });
     teardown.add(variant.name, () => sp.stop());
     targets.push({ name: variant.name, kind: 'sempipe', versus: variant.versus, target: sp.target, pids: () => processTree(sp.pid), auditFile: sp.auditFile });
-  }
-  if (settings.nodeRelay) {
-    say(`starting the node relay calibration row (${settings.workers} workers, plain byte relay) ...`);
-    const relay = await startNodeRelay({ dir, upstream: direct, workers: settings.workers });
-    teardown.add('node relay', () => relay.stop());
-    targets.push({ name: 'node relay', kind: 'calibration', target: relay.target });
   }
   say();
 
