@@ -46,8 +46,10 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       child.stdout.pipe(file);
     } else child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A command that exits before it has read its input (EPIPE) is judged by its exit status.
+    child.stdin.on('error', () => {});
     if (opts.stdinFile !== undefined) createReadStream(opts.stdinFile).pipe(child.stdin);
-    else child.stdin.end(opts.input ?? '');
+    else child.stdin.end(opts.input);
     child.once('error', reject);
     child.once('close', (code) => void written.then(() => resolve({ code, stdout, stderr })));
   });
