@@ -1,14 +1,15 @@
 // Reading `sempipe ctl … -f FILE`: one resource or a plural list, YAML or JSON, and every other
 // input (arbitrary text) refused with a DocumentError naming the file, never another exception.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, test } from 'vitest';
+import { afterAll, describe, expect, test } from 'vitest';
 import { DocumentError, readDocuments } from './ctl-documents.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sempipe-ctl-docs-'));
 let n = 0;
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function file(text: string): string {
   const path = join(dir, `doc-${n++}.yaml`);

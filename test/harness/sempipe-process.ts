@@ -2,7 +2,7 @@
 // config file written for the test, waits until /readyz says its listeners are bound, and stops it
 // with a signal like an operator would.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from './ports.js';
@@ -37,17 +37,26 @@ export interface SempipeStartOptions {
   dir?: string;
 }
 
+/** Starts `sempipe proxy`; a config directory it made itself is removed once the process has exited. */
 export async function startSempipe(opts: SempipeStartOptions): Promise<SempipeProcess> {
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'sempipe-cfg-'));
   const adminPort = await freePort();
   const configFile = join(dir, 'sempipe.yaml');
   writeFileSync(configFile, opts.yaml.replaceAll('${ADMIN_PORT}', String(adminPort)));
-  return spawnSempipe(['proxy', '--config', configFile, '--workers', String(opts.workers ?? 2)], {
+  const removeDir = (): void => {
+    if (opts.dir === undefined) rmSync(dir, { recursive: true, force: true });
+  };
+  const proc = await spawnSempipe(['proxy', '--config', configFile, '--workers', String(opts.workers ?? 2)], {
     adminPort,
     configFile,
     env: opts.env,
     waitReady: opts.waitReady,
+  }).catch((err: unknown) => {
+    removeDir();
+    throw err;
   });
+  void proc.exited.then(removeDir);
+  return proc;
 }
 
 export interface SpawnOptions {

@@ -5,7 +5,7 @@
 // belong to worker processes, so `sessions list|kill` run against a real `sempipe proxy`.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -101,6 +101,7 @@ afterAll(async () => {
   await admin?.close();
   catalog?.close();
   if (server) await destroyPostgres(server);
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 describe('services', () => {
