@@ -109,7 +109,7 @@ describe('realms', () => {
     const texts = ['service::/prod/eu::cache', '::/prod', 'service::/prod/eu', '::/', 'service::/prod', 'service::/', '::/prod/eu'];
     const covering = texts.map(parseRealm).filter((r) => realmCovers(r, cache));
     expect(covering).toHaveLength(texts.length);
-    const ordered = covering.toSorted((a, b) => realmDepth(a) - realmDepth(b)).map((r) => r.text);
+    const ordered = [...covering].sort((a, b) => realmDepth(a) - realmDepth(b)).map((r) => r.text);
     expect(ordered).toEqual(['::/', 'service::/', '::/prod', 'service::/prod', '::/prod/eu', 'service::/prod/eu', 'service::/prod/eu::cache']);
     expect(new Set(covering.map(realmDepth)).size).toBe(covering.length);
   });

@@ -58,6 +58,8 @@ describe('createAuditStage', () => {
       rows: 3,
       outcome: 'ok',
       durationNs: 1_234_567n,
+      receivedAt: 0n,
+      judgedNs: 0n,
     });
     stage.onEnd?.(SESSION, { reason: 'client', bytesIn: 120, bytesOut: 4096, statements: 1 });
     const [start, statement, end, ...rest] = await written();
@@ -100,6 +102,8 @@ describe('createAuditStage', () => {
       code: '42P01',
       message: 'relation "nope" does not exist',
       durationNs: 800n,
+      receivedAt: 0n,
+      judgedNs: 0n,
     });
     stage.onComplete?.(SESSION, {
       text: 'drop table t',
@@ -110,6 +114,8 @@ describe('createAuditStage', () => {
       code: '42501',
       message: 'denied by policy ddl-off',
       durationNs: 0n,
+      receivedAt: 0n,
+      judgedNs: 0n,
     });
     const [, failed, denied] = await written();
     expect(failed).toMatchObject({ outcome: 'error', sqlstate: '42P01', error: 'relation "nope" does not exist', duration_ms: 0.001 });
@@ -120,7 +126,7 @@ describe('createAuditStage', () => {
     const stage = factory.create(SESSION);
     stage.onStart?.(SESSION);
     const text = 'select 1 from generate_series(1, 1000000)';
-    stage.onComplete?.(SESSION, { text, statementClass: 'select', tag: 'SELECT 1000000', rows: 1000000, outcome: 'ok', durationNs: 5n });
+    stage.onComplete?.(SESSION, { text, statementClass: 'select', tag: 'SELECT 1000000', rows: 1000000, outcome: 'ok', durationNs: 5n, receivedAt: 0n, judgedNs: 0n });
     const [, statement] = await written();
     expect(statement).toMatchObject({ statement: text.substring(0, 20), statement_truncated: true });
   });

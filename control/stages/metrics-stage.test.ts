@@ -21,7 +21,7 @@ function session(id: string, binding = BINDING): SessionInfo {
 }
 
 function completion(statementClass: string, outcome: CompletionEvent['outcome'], durationNs: bigint): CompletionEvent {
-  return { text: 'select 1', statementClass, tag: outcome === 'ok' ? 'SELECT 1' : '', rows: 1, outcome, durationNs };
+  return { text: 'select 1', statementClass, tag: outcome === 'ok' ? 'SELECT 1' : '', rows: 1, outcome, durationNs, receivedAt: 0n, judgedNs: 0n };
 }
 
 async function value(metrics: Metrics, name: string, labels: Record<string, string>): Promise<number | undefined> {

@@ -97,7 +97,7 @@ function split(buf: Buffer, cuts: readonly number[]): Buffer[] {
 }
 
 /** Start offset of each frame in STREAM. */
-const OFFSETS = FRAMES.reduce<number[]>((acc, f, i) => [...acc, i === 0 ? 0 : acc[i - 1] + FRAMES[i - 1].length], []);
+const OFFSETS = FRAMES.reduce<number[]>((acc, _f, i) => [...acc, i === 0 ? 0 : acc[i - 1] + FRAMES[i - 1].length], []);
 
 describe('FrameScanner on a fixed stream', () => {
   test('chunks read into a larger reusable buffer scan as the chunks themselves, in every 2-chunk split', () => {

@@ -154,7 +154,7 @@ describe('tables', () => {
   });
 
   test('tables in subqueries, EXISTS, CTEs, DML targets and USING/FROM are all found, once each', () => {
-    expect(one('select (select max(a) from b) from c where exists (select 1 from d where d.x = c.x) and c.y in (select y from b)').tables.toSorted()).toEqual(['b', 'c', 'd']);
+    expect(one('select (select max(a) from b) from c where exists (select 1 from d where d.x = c.x) and c.y in (select y from b)').tables.slice().sort()).toEqual(['b', 'c', 'd']);
     expect(one('update t set a = u.a from u where t.id = u.id').tables).toEqual(['t', 'u']);
     expect(one('delete from t using u where t.id = u.id').tables).toEqual(['t', 'u']);
     expect(one('insert into t select * from s').tables).toEqual(['t', 's']);
