@@ -295,6 +295,7 @@ async function main(teardown: Teardown): Promise<void> {
 
 const teardown = new Teardown();
 teardown.onSignals();
+teardown.onCrash();
 try {
   await main(teardown);
 } catch (err) {

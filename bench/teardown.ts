@@ -1,5 +1,6 @@
 // Teardown for the benchmark: every started resource registers how to stop it, and the steps run in
-// reverse order exactly once: at the normal end, after an error, or on Ctrl-C / SIGTERM. The abort
+// reverse order exactly once: at the normal end, after an error, on Ctrl-C / SIGTERM, or after an
+// uncaught exception (which would otherwise leave PostgreSQL and PgBouncer running). The abort
 // signal stops a pgbench that is still running.
 type Step = { name: string; run: () => Promise<void> | void };
 
@@ -35,5 +36,13 @@ export class Teardown {
         void this.run().finally(() => process.exit(code));
       });
     }
+  }
+
+  /** Cleans up and exits with 1 after an exception nothing caught (an unhandled rejection included). */
+  onCrash(): void {
+    process.once('uncaughtException', (err) => {
+      process.stderr.write(`\ncrashed: ${err.stack ?? String(err)}\nstopping sempipe, PgBouncer and PostgreSQL, removing temporary files\n`);
+      void this.run().finally(() => process.exit(1));
+    });
   }
 }
