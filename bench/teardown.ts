@@ -31,18 +31,18 @@ export class Teardown {
   onSignals(): void {
     const codes: Partial<Record<NodeJS.Signals, number>> = { SIGINT: 130, SIGTERM: 143 };
     for (const [signal, code] of Object.entries(codes) as [NodeJS.Signals, number][]) {
-      process.once(signal, () => {
-        process.stderr.write(`\n${signal}: stopping sempipe, PgBouncer and PostgreSQL, removing temporary files\n`);
-        void this.run().finally(() => process.exit(code));
-      });
+      process.once(signal, () => this.stopAndExit(`${signal}: `, code));
     }
   }
 
   /** Cleans up and exits with 1 after an exception nothing caught (an unhandled rejection included). */
   onCrash(): void {
-    process.once('uncaughtException', (err) => {
-      process.stderr.write(`\ncrashed: ${err.stack ?? String(err)}\nstopping sempipe, PgBouncer and PostgreSQL, removing temporary files\n`);
-      void this.run().finally(() => process.exit(1));
-    });
+    process.once('uncaughtException', (err) => this.stopAndExit(`crashed: ${err.stack ?? String(err)}\n`, 1));
+  }
+
+  /** Says why (`notice` leads the line), runs the steps and exits with `code`. */
+  private stopAndExit(notice: string, code: number): void {
+    process.stderr.write(`\n${notice}stopping sempipe, PgBouncer and PostgreSQL, removing temporary files\n`);
+    void this.run().finally(() => process.exit(code));
   }
 }
