@@ -11,8 +11,8 @@ const MODULE = resolve(import.meta.dirname, '../dist/bench/teardown.js');
 const dir = mkdtempSync(join(tmpdir(), 'sempipe-teardown-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** Runs a script with a Teardown of two steps that append to `log`, then `trigger`. */
-function runScript(log: string, trigger: string): Promise<{ code: number | null; stderr: string; steps: string }> {
+/** Runs a script with a Teardown of two steps that append to `log`, then `trigger`; `sigtermAfterMs`: then SIGTERM it. */
+function runScript(log: string, trigger: string, sigtermAfterMs?: number): Promise<{ code: number | null; stderr: string; steps: string }> {
   const script = `
     import { appendFileSync } from 'node:fs';
     import { Teardown } from ${JSON.stringify(MODULE)};
@@ -28,7 +28,7 @@ function runScript(log: string, trigger: string): Promise<{ code: number | null;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    if (trigger === '') setTimeout(() => child.kill('SIGTERM'), 500);
+    if (sigtermAfterMs !== undefined) setTimeout(() => child.kill('SIGTERM'), sigtermAfterMs);
     child.once('exit', (code) => done({ code, stderr, steps: existsSync(log) ? readFileSync(log, 'utf8') : '' }));
   });
 }
@@ -48,7 +48,7 @@ test('an unhandled rejection counts as a crash too', async () => {
 });
 
 test('SIGTERM runs the steps and exits 143', async () => {
-  const r = await runScript(join(dir, 'term.log'), '');
+  const r = await runScript(join(dir, 'term.log'), '', 500);
   expect(r.steps).toBe('second\nfirst\n');
   expect(r.code).toBe(143);
 });
