@@ -2,12 +2,12 @@
 // close, batches of lines of any size, whole lines when several processes share a pipe, and the
 // pretty format for terminals.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAuditLog, type AuditLog } from './audit.js';
+import { createAuditLog, destinationKind, type AuditLog } from './audit.js';
 
 const dirs: string[] = [];
 const logs: AuditLog[] = [];
@@ -98,6 +98,25 @@ describe('createAuditLog', () => {
     }
   });
 
+  it('writes whole lines when several processes share stdout redirected to one file', async () => {
+    const audit = resolve(import.meta.dirname, '../dist/control/audit.js');
+    const child = tempFile('writer.mjs');
+    const out = tempFile('stdout.log');
+    writeFileSync(
+      child,
+      `const { createAuditLog } = await import(${JSON.stringify(audit)});
+      const log = createAuditLog({ destination: 'stdout', pretty: false, maxStatementLength: 100 });
+      for (let i = 0; i < 5000; i++) log.logger.info({ event: 'statement', writer: process.argv[2], n: i, pad: 'é'.repeat(i % 300) });
+      await log.close();`,
+    );
+    const node = (id: string): string => `"${process.execPath}" "${child}" ${id}`;
+    await promisify(execFile)('sh', ['-c', `(${node('a')} & ${node('b')} & ${node('c')} & wait) > "${out}"`]);
+    const written = lines(out).map((l) => JSON.parse(l) as { writer: string; n: number });
+    for (const writer of ['a', 'b', 'c']) {
+      expect(written.filter((l) => l.writer === writer).map((l) => l.n)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
+    }
+  });
+
   it('pretty output is human-readable text, not JSON', async () => {
     const file = tempFile('pretty.log');
     const log = open(file, true);
@@ -106,5 +125,31 @@ describe('createAuditLog', () => {
     const [line] = lines(file);
     expect(line).toMatch(/INFO.*statement.*"statement":"select 1"/);
     expect(() => JSON.parse(line as string)).toThrow();
+  });
+});
+
+describe('destinationKind', () => {
+  it('writes pipes and FIFOs as streams, and regular files (stdout redirected included) and /dev/null as files', async () => {
+    const kind = async (shell: string): Promise<string> => {
+      const audit = resolve(import.meta.dirname, '../dist/control/audit.js');
+      const script = `const { destinationKind } = await import(${JSON.stringify(audit)}); process.stderr.write(destinationKind(1));`;
+      const { stderr } = await promisify(execFile)('sh', ['-c', `"${process.execPath}" --input-type=module -e '${script}' ${shell}`]);
+      return stderr;
+    };
+    expect(await kind('| cat')).toBe('stream');
+    expect(await kind('> /dev/null')).toBe('file');
+    expect(await kind(`> "${tempFile('out.log')}"`)).toBe('file');
+    const fifo = tempFile('audit.fifo');
+    await promisify(execFile)('mkfifo', [fifo]);
+    expect(destinationKind(fifo)).toBe('stream');
+    expect(destinationKind(tempFile('not-yet.log'))).toBe('file');
+    const file = tempFile('exists.log');
+    writeFileSync(file, '');
+    const fd = openSync(file, 'a');
+    try {
+      expect(destinationKind(fd)).toBe('file');
+    } finally {
+      closeSync(fd);
+    }
   });
 });

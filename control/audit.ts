@@ -1,6 +1,8 @@
 // The audit log: one pino JSON line per event (statement, session_start, session_end,
 // auth_failure), written off the hot path through a buffered sonic-boom destination that is flushed
 // on a short timer, or pretty-printed synchronously when a human watches a terminal.
+import { fstatSync, statSync } from 'node:fs';
+import { isatty } from 'node:tty';
 import pino, { type DestinationStream, type Logger } from 'pino';
 import PinoPretty from 'pino-pretty';
 
@@ -30,10 +32,12 @@ export interface AuditLog {
 /** Buffered lines are written at least this often, so the log stays close to real time. */
 const FLUSH_INTERVAL_MS = 200;
 /**
- * Batch sizes in bytes. Several worker processes append to one destination. A file is opened with
- * O_APPEND, where each write lands whole, so large batches amortise the write calls. On
- * stdout/stderr (often a pipe) only writes up to PIPE_BUF (4096 bytes) are atomic, so a batch holds
- * at most that much and lines of different workers never mix (a single longer line is written alone).
+ * Batch sizes in bytes. Several worker processes write to one destination. On a regular file (a
+ * path opened with O_APPEND, or stdout redirected to a file, whose open file description the
+ * workers share and whose position the kernel updates under a lock) each write lands whole, so
+ * large batches amortise the write calls. On a pipe or socket only writes up to PIPE_BUF (4096
+ * bytes) are atomic, so a batch holds at most that much and lines of different workers never mix
+ * (a single longer line is written alone).
  */
 const FILE_BATCH = 64 * 1024;
 const PIPE_BATCH = 4096;
@@ -141,8 +145,23 @@ function isTerminal(destination: string): boolean {
   return false;
 }
 
+/**
+ * How a destination is written: 'stream' for pipes, sockets and terminals (a reader may be slow,
+ * and only PIPE_BUF writes are atomic), 'file' for regular files and other devices such as
+ * /dev/null. Decided by what the descriptor or path is, not by its name: stdout redirected to a
+ * file is a file.
+ */
+export function destinationKind(dest: number | string): 'stream' | 'file' {
+  if (typeof dest === 'number') {
+    const st = fstatSync(dest);
+    return st.isFIFO() || st.isSocket() || isatty(dest) ? 'stream' : 'file';
+  }
+  const st = statSync(dest, { throwIfNoEntry: false });
+  return st !== undefined && (st.isFIFO() || st.isSocket()) ? 'stream' : 'file';
+}
+
 function bufferedSink(dest: number | string): AuditSink {
-  const pipe = typeof dest === 'number';
+  const pipe = destinationKind(dest) === 'stream';
   // minLength 1: sonic-boom writes each batch as it comes and its flush waits for the writes;
   // maxWrite bounds what it merges into one write (PIPE_BUF on pipes). A file is written
   // synchronously, a batch at a time, as nginx writes its buffered access log: appending to the
