@@ -25,6 +25,8 @@ export type ToPrimary =
   /** Sent once per session as it starts and ends (never per statement): the primary's record of live sessions. */
   | { type: 'session-start'; session: SessionRecord }
   | { type: 'session-end'; id: string }
+  /** A draining worker's last message, sent to know that every earlier one has been written. */
+  | { type: 'drained' }
   | { type: 'metrics-reply'; requestId: number; metrics: MetricsSnapshot };
 
 /** prom-client's cluster aggregation uses the same channel; its messages are not ours. */

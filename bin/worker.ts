@@ -70,6 +70,9 @@ export async function runWorker(): Promise<void> {
       case 'drain':
         await plane.drain(msg.timeoutMs);
         await audit?.close();
+        // Messages to the primary are written in order: once this one is out, so is the end of
+        // every session, and none of them is taken for lost.
+        await new Promise<void>((resolve) => process.send?.({ type: 'drained' } satisfies ToPrimary, undefined, {}, () => resolve()) ?? resolve());
         process.exit(0);
     }
   };

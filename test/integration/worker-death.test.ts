@@ -272,3 +272,17 @@ test(`${TRIALS} workers killed while clients connect every ${STORM_INTERVAL_MS} 
   for (const id of ids) expect((await fetch(`${sempipe.adminUrl}/v1/sessions/${encodeURIComponent(id)}`, { method: 'DELETE', headers })).status).toBe(204);
   await within(Promise.all(ended), 2000, 'the killed sessions');
 });
+
+test('a drain (SIGTERM) ends the open sessions as shutdown, none as worker_lost', async () => {
+  const clients = await holdSessionsOnBothWorkers();
+  const headers = { authorization: 'Bearer death-token' };
+  const list = (await (await fetch(`${sempipe.adminUrl}/v1/sessions`, { headers })).json()) as { sessions: Array<{ id: string }> };
+  const ids = list.sessions.map((s) => s.id);
+  expect(ids).toHaveLength(clients.length);
+  const lostBefore = auditLines().filter((l) => l.reason === 'worker_lost').length;
+  sempipe.signal('SIGTERM');
+  expect(await sempipe.exited).toBe(0);
+  const ends = auditLines().filter((l) => l.event === 'session_end' && ids.includes(l.session!));
+  expect(ends.map((l) => l.reason)).toEqual(ids.map(() => 'shutdown'));
+  expect(auditLines().filter((l) => l.reason === 'worker_lost')).toHaveLength(lostBefore);
+});
