@@ -1,8 +1,8 @@
 // A worker process: carries sessions on the listeners it shares with the other workers, applies
 // every config the primary pushes, forwards cancel requests for other workers' keys, tells the
 // primary of each session's start and end (so a session of a worker that dies is still audited),
-// answers for its metrics, and drains when told to. Signals are the primary's business: a Ctrl-C reaching the whole process group
-// must not kill sessions before the primary orders the drain.
+// answers for its metrics, and drains when told to. Signals are the primary's business: a Ctrl-C
+// reaching the whole process group must not kill sessions before the primary orders the drain.
 import type { AuditLog } from '../control/audit.js';
 import { createAuditLog } from '../control/audit.js';
 import { createMetrics } from '../control/metrics.js';
