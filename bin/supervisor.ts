@@ -13,9 +13,11 @@
 // each listening socket and every worker accepts from it: a connection is either still queued in
 // the kernel, where a live worker accepts it, or owned by one worker, whose death closes it at once.
 // The primary never holds a client socket, and connection setup skips a hop through the primary
-// (TCP connect to first answer: median ~250 µs instead of ~440 µs, 2 workers). The price: every
-// worker is woken and the first to call accept() wins, so sessions spread less evenly (pgbench's
-// 16 connections split 10/6 rather than 8/8; no difference in TPS measurable on 2 cores).
+// (TCP connect to first answer, 2 workers on a loaded 2-core VM: median 250-350 µs instead of
+// 430-630 µs; the primary's ~150 µs of CPU per connection goes, and a session's start and end
+// messages cost it about as much). The price: every worker is woken and the first to call
+// accept() wins, so sessions spread less evenly (pgbench's 16 connections split 10/6 rather than
+// 8/8; no difference in TPS measurable on 2 cores).
 // Per-worker SO_REUSEPORT listeners would spread evenly, but Node 20's net has no reusePort, and the
 // kernel resets the connections queued on a dying worker's own listener instead of passing them
 // on; a hand-off timeout would have to reach into Node's private round-robin handle.
