@@ -5,7 +5,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { CancelKeys, workerOfProcessId } from './cancel-keys.js';
 import type { ConnectionHost } from './connection-host.js';
-import { SessionRegistry } from './session-registry.js';
+import { SessionRegistry, type SessionObserver } from './session-registry.js';
 
 export interface BindingSpec {
   fqn: string;
@@ -18,8 +18,13 @@ export interface BindingSpec {
 
 export type ConnectionHandler = (socket: Socket, runtime: unknown, host: ConnectionHost) => void | Promise<void>;
 
-export interface DataPlaneOptions {
+export interface DataPlaneOptions extends SessionObserver {
   workerIndex: number;
+  /**
+   * Session ids are "<prefix>-<n>"; the prefix (default: the worker index) must differ between
+   * the processes of one sempipe instance over its whole life, restarted workers included.
+   */
+  sessionIdPrefix?: string;
   handlers: Readonly<Record<string, ConnectionHandler>>;
   /** Cancel requests for keys another worker issued; absent in a single-process data plane. */
   forwardCancel?: (worker: number, processId: number, secretKey: number) => void;
@@ -43,17 +48,20 @@ const ignore = (): void => {};
 
 export class DataPlane implements ConnectionHost {
   readonly cancelKeys: CancelKeys;
-  readonly registry = new SessionRegistry();
+  readonly registry: SessionRegistry;
   private readonly listeners = new Map<string, Listener>();
+  private readonly sessionIdPrefix: string;
   private sessionCounter = 0;
   private draining = false;
 
   constructor(private readonly opts: DataPlaneOptions) {
     this.cancelKeys = new CancelKeys(opts.workerIndex);
+    this.registry = new SessionRegistry(opts);
+    this.sessionIdPrefix = opts.sessionIdPrefix ?? String(opts.workerIndex);
   }
 
   nextSessionId(): string {
-    return `${this.opts.workerIndex}-${++this.sessionCounter}`;
+    return `${this.sessionIdPrefix}-${++this.sessionCounter}`;
   }
 
   routeCancel(processId: number, secretKey: number): void {

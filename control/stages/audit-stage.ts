@@ -50,9 +50,37 @@ export function statementFields(c: CompletionEvent, max: number): Record<string,
   return line;
 }
 
+/** A session's who and when: what the primary keeps of each live session of its workers. */
+export interface SessionRecord {
+  readonly id: string;
+  readonly binding: string;
+  readonly user: string;
+  readonly client: string;
+  readonly startedAt: number;
+}
+
+/** The session_end reason of the sessions of a worker process that died. */
+export const WORKER_LOST = 'worker_lost';
+
+/**
+ * The session_end line of a session whose worker died, written by the primary: the same fields in
+ * the same order as a worker's line, except the statement and byte counts, which died with the
+ * worker (the statement lines it wrote are in the log).
+ */
+export function writeLostSessionEnd(log: AuditLog, s: SessionRecord): void {
+  log.logger.info({
+    binding: s.binding,
+    user: s.user,
+    client: s.client,
+    session: s.id,
+    event: 'session_end',
+    reason: WORKER_LOST,
+    duration_ms: Date.now() - s.startedAt,
+  });
+}
+
 export function createAuditStage(log: AuditLog): StageFactory {
   const max = log.maxStatementLength;
-
 
   return {
     name: 'audit',
