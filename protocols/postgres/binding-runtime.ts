@@ -10,6 +10,12 @@ import { parseScramVerifier, type ScramVerifier } from './auth/scram-verifier.js
 import type { UpstreamTarget } from './upstream-connect.js';
 import type { IdleLimits } from './upstream-pool.js';
 
+/**
+ * A responsive PostgreSQL answers a cancelled statement within milliseconds; one that has not in
+ * half a second is taken for hung, which keeps a limit's error within a second of the limit.
+ */
+const CANCEL_GRACE_MS = 500;
+
 export interface PgClientCredential {
   password?: string;
   verifier?: string;
@@ -28,6 +34,8 @@ export interface PgBindingRuntime {
   /** How long a reset upstream connection waits for the next session, how many wait per key, when one is checked (upstream-pool.ts). */
   upstreamIdle: IdleLimits;
   authTimeoutMs: number;
+  /** How long the server has to answer a statement a limit cancelled before the session ends (relay.ts). */
+  cancelGraceMs: number;
   maxMessageSize: number;
   stages: readonly StageFactory[];
 }
@@ -75,6 +83,7 @@ export function createPgBindingRuntime(
       checkTimeoutMs: config.limits.connectTimeoutMs,
     },
     authTimeoutMs: config.limits.authTimeoutMs,
+    cancelGraceMs: CANCEL_GRACE_MS,
     maxMessageSize: config.limits.maxMessageSize,
     stages,
   };

@@ -123,6 +123,7 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
     cancelUpstream,
+    cancelGraceMs: rt.cancelGraceMs,
     onEnd: (reason, message) => {
       host.registry.remove(live);
       host.cancelKeys.release(cancelKey.processId);
