@@ -10,12 +10,6 @@ import { parseScramVerifier, type ScramVerifier } from './auth/scram-verifier.js
 import type { UpstreamTarget } from './upstream-connect.js';
 import type { IdleLimits } from './upstream-pool.js';
 
-/**
- * A responsive PostgreSQL answers a cancelled statement within milliseconds; one that has not in
- * half a second is taken for hung, which keeps a limit's error within a second of the limit.
- */
-const CANCEL_GRACE_MS = 500;
-
 export interface PgClientCredential {
   password?: string;
   verifier?: string;
@@ -83,7 +77,7 @@ export function createPgBindingRuntime(
       checkTimeoutMs: config.limits.connectTimeoutMs,
     },
     authTimeoutMs: config.limits.authTimeoutMs,
-    cancelGraceMs: CANCEL_GRACE_MS,
+    cancelGraceMs: config.limits.cancelGraceMs,
     maxMessageSize: config.limits.maxMessageSize,
     stages,
   };

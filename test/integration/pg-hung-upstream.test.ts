@@ -57,7 +57,7 @@ beforeAll(async () => {
     env: { UP_PW: server.password },
     yaml: `admin:
   listen: 127.0.0.1:\${ADMIN_PORT}
-limits: { connect_timeout: 1s, auth_timeout: 5s, drain_timeout: 1s, upstream_idle_timeout: 30s }
+limits: { connect_timeout: 1s, cancel_grace: 300ms, auth_timeout: 5s, drain_timeout: 1s, upstream_idle_timeout: 30s }
 audit: { enabled: false }
 services:
   - fqn: ${SERVICE}
@@ -195,7 +195,7 @@ test('statement_timeout with the server stopped: 57014 within the limit + 1 s, t
     // The limit's error, then the end of the session: no ReadyForQuery, nothing of the server's.
     expect(received.map(describeError)).toEqual(['ERROR 57014', 'FATAL 08006']);
     expect(received[0]!.message).toBe(`statement stopped by sempipe policy ${POLICY}: it ran longer than 2000ms (rule statement_timeout)`);
-    expect(received[1]!.message).toBe(`terminating connection: the upstream of ${SERVICE} did not answer the cancel of a statement stopped by statement_timeout within 500 ms`);
+    expect(received[1]!.message).toBe(`terminating connection: the upstream of ${SERVICE} did not answer the cancel of a statement stopped by statement_timeout within 300 ms`);
     expectNoAddress(received[1]!.message, server.port);
     expect(took).toBeGreaterThanOrEqual(1900);
     expect(took).toBeLessThan(2000 + 1000);
@@ -227,9 +227,9 @@ test('max_rows while the server takes no cancel (postmaster stopped): 54000 at o
     expect(await within(fatal, 2000, 'FATAL')).toMatchObject({
       code: '08006',
       severity: 'FATAL',
-      message: `terminating connection: the upstream of ${SERVICE} did not answer the cancel of a statement stopped by max_rows within 500 ms`,
+      message: `terminating connection: the upstream of ${SERVICE} did not answer the cancel of a statement stopped by max_rows within 300 ms`,
     });
-    // A thousand rows arrive in a fraction of a second; the error follows within the grace.
+    // A thousand rows arrive in a fraction of a second; the error follows within the grace (cancel_grace).
     expect(took).toBeLessThan(2500);
     // The upstream connection was destroyed, not kept: the streaming backend hits the closed socket and ends.
     await until(async () => !(await backendAlive(pid)), 'the streaming backend to end');
