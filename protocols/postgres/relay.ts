@@ -673,7 +673,10 @@ export class PgRelay {
   private writeClient(buf: Buffer, start = 0, end = buf.length): void {
     const flushed = this.clientSource.write(buf, start, end);
     if (this.client.writableLength > 0) this.upstreamSource.retain();
-    if (!flushed) this.upstream.pause();
+    // While a limit stops the statement at the head its rows are dropped, not written: the little
+    // still written (the rest of a row already begun, the limit's error) must not stop the reading
+    // that lets a server blocked on its writes get to the cancel.
+    if (!flushed && this.pending[0]?.limited === undefined) this.upstream.pause();
   }
 
   // ---- ends --------------------------------------------------------------------------------------
