@@ -110,6 +110,15 @@ interface Pending {
   timer: NodeJS.Timeout | undefined;
 }
 
+/** A statement a limit cancelled upstream, until the server has answered it and taken the cancel. */
+interface CancelHold {
+  entry: Pending;
+  /** The CancelRequest's connection has ended (the server took it, or it failed). */
+  cancelled: boolean;
+  /** Ends the session unless the server answers the statement in time; cleared once it did. */
+  grace: NodeJS.Timeout | undefined;
+}
+
 export interface RelayOptions {
   maxMessageSize: number;
   serviceFqn: string;
@@ -147,10 +156,9 @@ export class PgRelay {
   /**
    * A limit cancelled a statement upstream: the client's next requests wait until the server has
    * taken the cancel and answered the statement, so a cancel that arrives late hits nothing (an
-   * idle backend ignores it) rather than the client's next statement. `grace` ends the session
-   * unless the statement is answered in time.
+   * idle backend ignores it) rather than the client's next statement.
    */
-  private cancelHold: { entry: Pending; cancelled: boolean; grace: NodeJS.Timeout | undefined } | undefined;
+  private cancelHold: CancelHold | undefined;
   private ended = false;
   private clientTerminated = false;
   /** The upstream sent a FATAL error: the client already knows why the session ends. */
@@ -557,7 +565,7 @@ export class PgRelay {
     if (entry.limited !== undefined || this.ended || !this.pending.includes(entry)) return;
     entry.limited = limit;
     if (this.cancelHold?.grace !== undefined) clearTimeout(this.cancelHold.grace);
-    const hold: NonNullable<PgRelay['cancelHold']> = { entry, cancelled: false, grace: undefined };
+    const hold: CancelHold = { entry, cancelled: false, grace: undefined };
     hold.grace = setTimeout(() => this.onCancelUnanswered(hold), this.opts.cancelGraceMs);
     this.cancelHold = hold;
     this.client.pause();
@@ -585,7 +593,7 @@ export class PgRelay {
    * file): the client gets the limit's error, then FATAL 08006; the upstream connection is
    * destroyed rather than sent a Terminate it would not read.
    */
-  private onCancelUnanswered(hold: NonNullable<PgRelay['cancelHold']>): void {
+  private onCancelUnanswered(hold: CancelHold): void {
     const { entry } = hold;
     const limit = entry.limited;
     if (this.ended || this.cancelHold !== hold || limit === undefined) return;
@@ -734,7 +742,7 @@ export class PgRelay {
    */
   close(reason: EndReason, fields?: ErrorFields, message?: string): void {
     if (this.ended) return;
-    // What was already relayed to the client ends on a frame boundary unless a frame is still held.
+    // The FATAL goes after what was already relayed unless that ends inside a frame.
     const notify = fields !== undefined && !this.backend.passingThrough && !this.client.destroyed;
     this.end(reason, message ?? fields?.message);
     if (notify) this.client.end(errorResponse(fields));
