@@ -87,8 +87,10 @@ export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlan
     onUpstreamError: (binding, error) => {
       const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
       recordUpstreamError(metrics, binding, code);
-      const detail = error instanceof UpstreamError ? error.upstreamMessage : undefined;
-      log.warn({ binding, code, detail, err: error instanceof Error ? error.message : String(error) }, 'upstream error');
+      // The client was told the service and the kind of failure; where the server is and what Node or
+      // the server said about it goes here only.
+      const where = error instanceof UpstreamError ? { upstream: error.address, reason: error.reason, detail: error.upstreamMessage } : {};
+      log.warn({ binding, code, ...where, err: error instanceof Error ? error.message : String(error) }, 'upstream error');
     },
     onError: (message, error) => log.error({ err: error instanceof Error ? error.message : String(error) }, message),
   };

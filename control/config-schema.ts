@@ -152,6 +152,7 @@ export const limitsSchema = z.strictObject({
   max_message_size: size.default(64 * 1024 * 1024),
   auth_timeout: duration(1).default(10_000),
   connect_timeout: duration(1).default(10_000),
+  cancel_grace: duration(1).default(500),
   drain_timeout: duration(0).default(30_000),
   upstream_idle_timeout: duration(0).default(60_000),
   upstream_idle_max: integer(0, 100_000).default(20),

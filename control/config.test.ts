@@ -96,6 +96,7 @@ limits:                             # optional, all have defaults
   max_message_size: 64MiB           # default 64MiB; bytes as a number or "512KiB"/"64MiB"/"1GiB"/"100kB"
   auth_timeout: 10s                 # default 10s; durations as "500ms", "10s", "2m", or a number of seconds
   connect_timeout: 10s              # default 10s (upstream connect + auth)
+  cancel_grace: 500ms               # default 500ms; a statement a limit cancelled must be answered within this, else FATAL 08006
   drain_timeout: 30s                # default 30s (SIGTERM drain)
   upstream_idle_timeout: 60s        # default 60s; a reset upstream connection waits this long for the next session (0: no reuse)
   upstream_idle_max: 20             # default 20 idle upstream connections per worker, server, role and startup parameters
@@ -133,7 +134,7 @@ bindings:
       file,
       admin: { listen: { host: '127.0.0.1', port: 9187 }, token: 'admin-token-1' },
       workers: 2,
-      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 },
+      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 },
       audit: { enabled: true, maxStatementLength: 2048, destination: 'stdout' },
       services: [
         {
@@ -172,7 +173,7 @@ bindings:
     const config = parseConfig(edit({}), file, {});
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 } });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 });
+    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 });
     expect(config.audit).toEqual({ enabled: true, maxStatementLength: 2048, destination: 'stdout' });
     expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer' });
     expect(config.bindings[0]).toEqual({
@@ -199,6 +200,7 @@ bindings:
       '  max_message_size: 100kB',
       '  auth_timeout: 500ms',
       '  connect_timeout: 2',
+      '  cancel_grace: 250ms',
       '  drain_timeout: 0',
       '  upstream_idle_timeout: 2m',
       '  upstream_idle_max: 0',
@@ -229,7 +231,7 @@ bindings:
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), required: true },
     });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0, upstreamCheckDelayMs: 0 });
+    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, cancelGraceMs: 250, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0, upstreamCheckDelayMs: 0 });
     expect(config.audit).toEqual({ enabled: false, maxStatementLength: 100, destination: join(dir, 'logs/audit.jsonl') });
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 }, token: 'pre-abc-${NOT_A_VAR}' });
   });

@@ -77,6 +77,8 @@ export interface SempipeConfig {
     maxMessageSize: number;
     authTimeoutMs: number;
     connectTimeoutMs: number;
+    /** How long the server has to answer a statement a limit cancelled before the session ends with FATAL 08006. */
+    cancelGraceMs: number;
     drainTimeoutMs: number;
     /** How long a reset upstream connection waits for the next session before it is closed; 0: no reuse. */
     upstreamIdleTimeoutMs: number;
@@ -339,6 +341,7 @@ function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
     maxMessageSize: raw.max_message_size,
     authTimeoutMs: raw.auth_timeout,
     connectTimeoutMs: raw.connect_timeout,
+    cancelGraceMs: raw.cancel_grace,
     drainTimeoutMs: raw.drain_timeout,
     upstreamIdleTimeoutMs: raw.upstream_idle_timeout,
     upstreamIdleMax: raw.upstream_idle_max,

@@ -28,6 +28,8 @@ export interface PgBindingRuntime {
   /** How long a reset upstream connection waits for the next session, how many wait per key, when one is checked (upstream-pool.ts). */
   upstreamIdle: IdleLimits;
   authTimeoutMs: number;
+  /** How long the server has to answer a statement a limit cancelled before the session ends (relay.ts). */
+  cancelGraceMs: number;
   maxMessageSize: number;
   stages: readonly StageFactory[];
 }
@@ -75,6 +77,7 @@ export function createPgBindingRuntime(
       checkTimeoutMs: config.limits.connectTimeoutMs,
     },
     authTimeoutMs: config.limits.authTimeoutMs,
+    cancelGraceMs: config.limits.cancelGraceMs,
     maxMessageSize: config.limits.maxMessageSize,
     stages,
   };

@@ -32,6 +32,7 @@ function runtime(): PgBindingRuntime {
     clients: new Map([['api', { scram: parseScramVerifier(createScramVerifier('api-secret', 4096)) }]]),
     upstream: { host: '127.0.0.1', port: 1, database: 'appdb', user: 'u', tls: 'disable', connectTimeoutMs: 1000, serviceFqn: 'service::/test::db' },
     authTimeoutMs: AUTH_TIMEOUT_MS,
+    cancelGraceMs: 500,
     maxMessageSize: 1 << 20,
     upstreamIdle: { timeoutMs: 60_000, max: 0, checkDelayMs: 0, checkTimeoutMs: 1000 },
     stages: [],

@@ -96,7 +96,7 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
   try {
     upstream = await openUpstream(rt, key, client.params);
   } catch (err) {
-    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed: ${String(err)}`);
+    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed`, `${rt.upstream.host}:${rt.upstream.port}`, String(err));
     host.onUpstreamError(rt.fqn, e);
     refuse(pgErrors.upstream(e.code, e.message), 'upstream');
     return;
@@ -123,6 +123,7 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
     cancelUpstream,
+    cancelGraceMs: rt.cancelGraceMs,
     onEnd: (reason, message) => {
       host.registry.remove(live);
       host.cancelKeys.release(cancelKey.processId);

@@ -23,5 +23,7 @@ export const pgErrors = {
   adminShutdown: () => fatal('57P01', 'terminating connection due to administrator command'),
   bindingRevoked: (binding: string) => fatal('57P01', `terminating connection: binding "${binding}" was removed`),
   upstreamLost: (service: string) => fatal('08006', `connection to upstream of ${service} was lost`),
+  cancelUnanswered: (service: string, limit: string, graceMs: number) =>
+    fatal('08006', `terminating connection: the upstream of ${service} did not answer the cancel of a statement stopped by ${limit} within ${graceMs} ms`),
   upstream: (code: string, message: string) => fatal(code, message),
 } as const;

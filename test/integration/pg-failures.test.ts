@@ -21,6 +21,8 @@ let server: PgServer;
 let sempipe: SempipeProcess;
 let appPort: number;
 let downPort: number;
+/** The port of service::/test::down, where nothing listens. */
+let unusedUpstream: number;
 /** A session opened before every bad connection; it must keep working. */
 let keeper: pg.Client;
 const clients: pg.Client[] = [];
@@ -28,7 +30,7 @@ const clients: pg.Client[] = [];
 beforeAll(async () => {
   server = await startPostgres();
   [appPort, downPort] = await Promise.all([freePort(), freePort()]);
-  const unusedUpstream = await freePort();
+  unusedUpstream = await freePort();
   sempipe = await startSempipe({
     env: { UP_PW: server.password },
     yaml: `
@@ -236,14 +238,15 @@ test('a 2 MB query over max_message_size 1MiB gets FATAL 08P01 on that connectio
   await expectKeeperWorks();
 });
 
-test('an unreachable upstream gets FATAL 08001 naming the service, without a hang', async () => {
+test('an unreachable upstream gets FATAL 08001 naming the service and the kind of failure, not its address (which the operator log has)', async () => {
   const t0 = Date.now();
   const c = new pg.Client({ host: '127.0.0.1', port: downPort, user: 'api', password: 'api-secret', database: 'orders' });
   c.on('error', () => {});
   const err = await c.connect().then(() => undefined, (e: unknown) => e as { code?: string; message: string });
   expect(Date.now() - t0).toBeLessThan(5000);
   expect(err?.code).toBe('08001');
-  expect(err?.message).toContain('service::/test::down');
+  expect(err?.message).toBe('upstream for service::/test::down is unreachable: connection refused');
+  await waitFor(async () => sempipe.stderr().includes(`"upstream":"127.0.0.1:${unusedUpstream}"`), 'the operator log to name the address');
   await expectKeeperWorks();
 });
 
