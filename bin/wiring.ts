@@ -12,7 +12,8 @@ import type { SessionSlots } from '../proxy/session-slots.js';
 import { classifySql } from '../protocols/postgres/sql-classify.js';
 import type { BindingSpec, ConnectionHandler, DataPlaneOptions } from '../proxy/data-plane.js';
 import type { StageFactory } from '../proxy/stage.js';
-import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
+import { deriveScramSalt } from '../protocols/postgres/auth/scram-mock.js';
+import { createScramVerifier, DEFAULT_SCRAM_ITERATIONS } from '../protocols/postgres/auth/scram-verifier.js';
 import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/postgres/binding-runtime.js';
 import { handlePgConnection, retainPooledUpstreams } from '../protocols/postgres/session.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
@@ -24,14 +25,18 @@ export const protocolHandlers: Record<string, ConnectionHandler> = {
 
 /**
  * Derives a SCRAM verifier once for every client configured with a plain password, so all workers
- * share one salt and no worker repeats the key derivation. The plain password stays only where
+ * share one salt and no worker repeats the key derivation. With a salt secret the salt derives from
+ * it, the binding and the user, so it stays the same at every reload and restart (a random one would
+ * tell real users from unknown ones, whose salts never change). The plain password stays only where
  * md5 or cleartext auth needs it.
  */
 export function prepareCredentials(config: SempipeConfig): SempipeConfig {
+  const secret = config.saltSecret === undefined ? undefined : Buffer.from(config.saltSecret, 'utf8');
   for (const b of config.bindings) {
     for (const c of b.clients) {
       if (c.verifier === undefined && c.password !== undefined) {
-        c.verifier = createScramVerifier(c.password);
+        const salt = secret === undefined ? undefined : deriveScramSalt(secret, b.fqn, c.user);
+        c.verifier = createScramVerifier(c.password, DEFAULT_SCRAM_ITERATIONS, salt);
         if (b.auth === 'scram-sha-256') delete c.password;
       }
     }
