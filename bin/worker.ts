@@ -12,7 +12,7 @@ import type { StageFactory } from '../proxy/stage.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
 import { handleSessionMessage, IpcSessionSlots } from './worker-control.js';
-import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers, retainProtocolState } from './wiring.js';
+import { bindingSpecs, createStages, dataPlaneReporting, pendingAuthLimits, protocolHandlers, protocolRefusalReplies, retainProtocolState } from './wiring.js';
 
 export async function runWorker(): Promise<void> {
   const workerIndex = Number(process.env.SEMPIPE_WORKER_INDEX ?? '1');
@@ -33,6 +33,7 @@ export async function runWorker(): Promise<void> {
   const plane = new DataPlane({
     workerIndex,
     handlers: protocolHandlers,
+    refusalReplies: protocolRefusalReplies,
     forwardCancel: (worker, processId, secretKey) => send({ type: 'cancel', worker, processId, secretKey }),
     onConnection: (binding, protocol) => {
       for (const s of stages ?? []) s.onConnection?.(binding, protocol);
@@ -53,6 +54,7 @@ export async function runWorker(): Promise<void> {
         }
         policies.update(msg.config.policies);
         const specs = bindingSpecs(msg.config, stages);
+        plane.setPendingAuthLimits(pendingAuthLimits(msg.config));
         const result = await plane.apply(specs);
         retainProtocolState(specs);
         send({ type: 'applied', generation: msg.generation, failed: result.failed });
