@@ -32,11 +32,11 @@ export interface ConfigSource {
 /** `sempipe proxy --config FILE`: the file plus the durable API-created resources. */
 export function fileSource(configFile: string, log: Logger): ConfigSource {
   const first = loadConfig(configFile);
+  assertApiExposure(first.admin.listen, resolveAdminToken(first.admin));
   // Made once, before any worker starts, so that all of them get the same one.
   const storedSecret = loadSaltSecret(first.stateDir);
   const prepare = (c: SempipeConfig): SempipeConfig => prepareCredentials({ ...c, saltSecret: c.saltSecret ?? storedSecret });
   const fileConfig = prepare(first);
-  assertApiExposure(fileConfig.admin.listen, resolveAdminToken(fileConfig.admin));
   const catalog = openCatalog({ stateDir: fileConfig.stateDir, fileConfig });
   const reportProblems = (): void => {
     for (const p of catalog.problems()) log.warn(p, 'API binding suspended');

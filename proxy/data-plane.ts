@@ -125,7 +125,7 @@ export class DataPlane implements ConnectionHost {
     const { deadlineMs } = this.pendingLimits;
     const p: PendingConnection = {
       binding,
-      timer: deadlineMs > 0 ? setTimeout(() => socket.destroy(), deadlineMs) : undefined,
+      timer: deadlineMs > 0 ? setTimeout(() => socket.destroy(), deadlineMs).unref() : undefined,
       onClose: () => this.settle(socket, p),
     };
     this.pending.set(socket, p);
