@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import type { SempipeConfig } from '../control/config.js';
+import { defaultLimits, type SempipeConfig } from '../control/config.js';
 import type { DataPlaneSnapshot } from '../control/dataplane-snapshot.js';
 
 export interface ControlPlaneClientOptions {
@@ -141,7 +141,8 @@ export class ControlPlaneClient {
       admin: local.admin,
       workers: local.workers,
       stateDir: local.stateDir,
-      limits: s.limits,
+      // A snapshot cached by an older sempipe lacks the limits added since: those take their defaults.
+      limits: { ...defaultLimits(), ...s.limits },
       audit: { ...s.audit, destination: local.auditDestination },
       services: s.services.map(({ upstream: { caPem, ...upstream }, ...rest }) => ({
         ...rest,
@@ -152,6 +153,7 @@ export class ControlPlaneClient {
         ...(tls ? { tls: { cert: this.pemFile(tls.certPem, 'crt'), key: this.pemFile(tls.keyPem, 'key'), required: tls.required } } : {}),
       })),
       policies: s.policies,
+      ...(s.saltSecret !== undefined && { saltSecret: s.saltSecret }),
     };
   }
 }

@@ -10,28 +10,51 @@ import type { PolicySet } from '../control/policy/policy-set.js';
 import { createPolicyStage } from '../control/stages/policy-stage.js';
 import type { SessionSlots } from '../proxy/session-slots.js';
 import { classifySql } from '../protocols/postgres/sql-classify.js';
-import type { BindingSpec, ConnectionHandler, DataPlaneOptions } from '../proxy/data-plane.js';
+import type { BindingSpec, ConnectionHandler, DataPlaneOptions, PendingAuthLimits } from '../proxy/data-plane.js';
 import type { StageFactory } from '../proxy/stage.js';
-import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
+import { deriveScramSalt } from '../protocols/postgres/auth/scram-mock.js';
+import { createScramVerifier, DEFAULT_SCRAM_ITERATIONS } from '../protocols/postgres/auth/scram-verifier.js';
 import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/postgres/binding-runtime.js';
 import { handlePgConnection, retainPooledUpstreams } from '../protocols/postgres/session.js';
+import { errorResponse } from '../protocols/postgres/backend-messages.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
+import { pgErrors } from '../protocols/postgres/wire-errors.js';
 import type { Logger } from 'pino';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
   postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
 };
 
+/** What each protocol answers a connection refused for load (DataPlaneOptions.refusalReplies). */
+export const protocolRefusalReplies: Record<string, Buffer> = {
+  postgres: errorResponse(pgErrors.tooManyClients()),
+};
+
+/**
+ * A connection still unauthenticated this long after its protocol's auth timeout is destroyed by
+ * the data plane: time for the handler's own timeout error to reach a client that then closes.
+ */
+const PENDING_AUTH_GRACE_MS = 1000;
+
+/** The data plane's bounds on unauthenticated connections, from the config's limits. */
+export function pendingAuthLimits(config: SempipeConfig): PendingAuthLimits {
+  return { max: config.limits.maxPendingAuth, deadlineMs: config.limits.authTimeoutMs + PENDING_AUTH_GRACE_MS };
+}
+
 /**
  * Derives a SCRAM verifier once for every client configured with a plain password, so all workers
- * share one salt and no worker repeats the key derivation. The plain password stays only where
+ * share one salt and no worker repeats the key derivation. With a salt secret the salt derives from
+ * it, the binding and the user, so it stays the same at every reload and restart (a random one would
+ * tell real users from unknown ones, whose salts never change). The plain password stays only where
  * md5 or cleartext auth needs it.
  */
 export function prepareCredentials(config: SempipeConfig): SempipeConfig {
+  const secret = config.saltSecret === undefined ? undefined : Buffer.from(config.saltSecret, 'utf8');
   for (const b of config.bindings) {
     for (const c of b.clients) {
       if (c.verifier === undefined && c.password !== undefined) {
-        c.verifier = createScramVerifier(c.password);
+        const salt = secret === undefined ? undefined : deriveScramSalt(secret, b.fqn, c.user);
+        c.verifier = createScramVerifier(c.password, DEFAULT_SCRAM_ITERATIONS, salt);
         if (b.auth === 'scram-sha-256') delete c.password;
       }
     }
@@ -81,9 +104,24 @@ export function retainProtocolState(specs: readonly BindingSpec[]): void {
   retainPooledUpstreams(specs.filter((s) => s.protocol === 'postgres').map((s) => s.runtime as PgBindingRuntime));
 }
 
+/** Refusals are logged at most this often per process; the metric counts every one. */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
+
 /** Data-plane callbacks that report to metrics and the operator log. */
-export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError'> {
+export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError' | 'onRefused' | 'onPendingAuth'> {
+  let refusalLoggedAt = -Infinity;
+  let refusedSinceLog = 0;
   return {
+    onRefused: (binding, _protocol, reason) => {
+      metrics.connectionsRefused.inc({ binding, reason });
+      refusedSinceLog++;
+      const now = Date.now();
+      if (now - refusalLoggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+      log.warn({ binding, reason, refused: refusedSinceLog }, 'connections refused: limits.max_pending_auth reached');
+      refusalLoggedAt = now;
+      refusedSinceLog = 0;
+    },
+    onPendingAuth: (binding, delta) => metrics.connectionsPendingAuth.inc({ binding }, delta),
     onUpstreamError: (binding, error) => {
       const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
       recordUpstreamError(metrics, binding, code);

@@ -13,7 +13,7 @@ import type { StageFactory } from '../proxy/stage.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
 import { handleSessionMessage, IpcSessionSlots } from './worker-control.js';
-import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers, retainProtocolState } from './wiring.js';
+import { bindingSpecs, createStages, dataPlaneReporting, pendingAuthLimits, protocolHandlers, protocolRefusalReplies, retainProtocolState } from './wiring.js';
 
 export async function runWorker(): Promise<void> {
   const workerIndex = Number(process.env.SEMPIPE_WORKER_INDEX ?? '1');
@@ -39,6 +39,7 @@ export async function runWorker(): Promise<void> {
     onSessionStart: (s) => send({ type: 'session-start', session: { id: s.id, binding: s.binding, user: s.user, client: s.clientAddress, startedAt: s.startedAt } }),
     onSessionEnd: (s) => send({ type: 'session-end', id: s.id }),
     handlers: protocolHandlers,
+    refusalReplies: protocolRefusalReplies,
     forwardCancel: (worker, processId, secretKey) => send({ type: 'cancel', worker, processId, secretKey }),
     onConnection: (binding, protocol) => {
       for (const s of stages ?? []) s.onConnection?.(binding, protocol);
@@ -59,6 +60,7 @@ export async function runWorker(): Promise<void> {
         }
         policies.update(msg.config.policies);
         const specs = bindingSpecs(msg.config, stages);
+        plane.setPendingAuthLimits(pendingAuthLimits(msg.config));
         const result = await plane.apply(specs);
         retainProtocolState(specs);
         send({ type: 'applied', generation: msg.generation, failed: result.failed });

@@ -157,6 +157,15 @@ export const limitsSchema = z.strictObject({
   upstream_idle_timeout: duration(0).default(60_000),
   upstream_idle_max: integer(0, 100_000).default(20),
   upstream_check_delay: duration(0).default(30_000),
+  max_pending_auth: integer(0, 10_000_000).default(2048),
+});
+
+/** Long enough to be unguessable whatever its alphabet: `openssl rand -base64 32` gives 44 characters. */
+const MIN_SALT_SECRET_LENGTH = 32;
+
+const authSchema = z.strictObject({
+  /** The secret sempipe derives the SCRAM salts it makes up from; absent: a key file in state_dir. */
+  salt_secret: z.string().min(MIN_SALT_SECRET_LENGTH, `must be at least ${MIN_SALT_SECRET_LENGTH} characters (e.g. the output of \`openssl rand -base64 32\`)`).optional(),
 });
 
 const auditSchema = z.strictObject({
@@ -244,6 +253,7 @@ export const configSchema = z.strictObject({
   admin: adminSchema.prefault({}),
   workers: workersSchema.optional(),
   limits: limitsSchema.prefault({}),
+  auth: authSchema.prefault({}),
   audit: auditSchema.prefault({}),
   services: z.array(serviceSchema).default([]),
   bindings: z.array(bindingSchema).default([]),

@@ -134,7 +134,7 @@ bindings:
       file,
       admin: { listen: { host: '127.0.0.1', port: 9187 }, token: 'admin-token-1' },
       workers: 2,
-      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 },
+      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000, maxPendingAuth: 2048 },
       audit: { enabled: true, maxStatementLength: 2048, destination: 'stdout' },
       services: [
         {
@@ -173,7 +173,7 @@ bindings:
     const config = parseConfig(edit({}), file, {});
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 } });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 });
+    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000, maxPendingAuth: 2048 });
     expect(config.audit).toEqual({ enabled: true, maxStatementLength: 2048, destination: 'stdout' });
     expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer' });
     expect(config.bindings[0]).toEqual({
@@ -205,6 +205,7 @@ bindings:
       '  upstream_idle_timeout: 2m',
       '  upstream_idle_max: 0',
       '  upstream_check_delay: 0',
+      '  max_pending_auth: "${PENDING}"',
       'audit:',
       '  enabled: false',
       '  max_statement_length: "${AUDIT_LEN}"',
@@ -219,6 +220,7 @@ bindings:
       TLS_REQUIRED: 'true',
       AUDIT_LEN: '100',
       TOKEN: 'abc',
+      PENDING: '0',
     });
     expect(config.services[0]!.upstream.port).toBe(5433);
     expect(config.bindings[0]!.listen).toEqual({ host: '::1', port: 6432 });
@@ -231,9 +233,15 @@ bindings:
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), required: true },
     });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, cancelGraceMs: 250, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0, upstreamCheckDelayMs: 0 });
+    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, cancelGraceMs: 250, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0, upstreamCheckDelayMs: 0, maxPendingAuth: 0 });
     expect(config.audit).toEqual({ enabled: false, maxStatementLength: 100, destination: join(dir, 'logs/audit.jsonl') });
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 }, token: 'pre-abc-${NOT_A_VAR}' });
+  });
+
+  it('reads auth.salt_secret, from the environment too; absent, the config has none (the primary fills it in)', () => {
+    const secret = 'x'.repeat(31) + 'y';
+    expect(parseConfig(edit({}, 'auth:', '  salt_secret: "${SALT}"'), file, { SALT: secret }).saltSecret).toBe(secret);
+    expect('saltSecret' in parseConfig(edit({}), file, {})).toBe(false);
   });
 
   it('follows YAML aliases, substituting ${VAR} once in the anchored value', () => {
@@ -329,6 +337,10 @@ describe('a bad file is refused with file, line, path and reason', () => {
       ['limits: { drain_timeout: true }', 'limits.drain_timeout', 'expected a duration such as "500ms", "10s", "2m" or a number of seconds'],
       ['limits: { max_message_size: 64KB }', 'limits.max_message_size', 'invalid size "64KB": unknown unit "KB" (ambiguous: write kB/MB/GB for powers of 1000 or KiB/MiB/GiB for powers of 1024)'],
       ['limits: { max_message_size: 0 }', 'limits.max_message_size', 'must be more than 0 bytes'],
+      ['limits: { max_pending_auth: -1 }', 'limits.max_pending_auth', 'expected a whole number 0..10000000, got -1'],
+      ['limits: { max_pending_auth: lots }', 'limits.max_pending_auth', 'expected a whole number 0..10000000, got "lots"'],
+      ['auth: { salt_secret: short }', 'auth.salt_secret', 'must be at least 32 characters (e.g. the output of `openssl rand -base64 32`)'],
+      ['auth: { mock_secret: abc }', 'auth', 'unknown key "mock_secret"'],
       ['audit: { enabled: yes }', 'audit.enabled', 'expected true or false'],
       ['audit: { max_statement_length: -1 }', 'audit.max_statement_length', 'expected a whole number 1..1000000, got -1'],
       ['admin: { token: "" }', 'admin.token', 'must not be empty'],

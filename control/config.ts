@@ -86,6 +86,8 @@ export interface SempipeConfig {
     upstreamIdleMax: number;
     /** An idle upstream connection that waited longer is checked with an empty query before reuse; 0: always. */
     upstreamCheckDelayMs: number;
+    /** Connections not yet authenticated that one process holds at most; past it new ones are refused at once. 0: no cap. */
+    maxPendingAuth: number;
   };
   /** destination: 'stdout' | 'stderr' | an absolute path. */
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
@@ -95,6 +97,12 @@ export interface SempipeConfig {
   policies: PolicyDocument[];
   /** Absolute path of the state directory (`state_dir`, default ./sempipe-data beside the file). */
   stateDir: string;
+  /**
+   * The secret the SCRAM salts sempipe makes up derive from (protocols/postgres/auth/scram-mock.ts):
+   * `auth.salt_secret`, else filled in by the primary from the state directory's key file, or sent
+   * by the control plane to its data planes. One for all workers and across restarts.
+   */
+  saltSecret?: string;
   /**
    * `serve_bindings`: the realm of bindings this process's workers listen for, or 'none' for a pure
    * control plane whose bindings remote data planes serve. Absent: every binding.
@@ -346,6 +354,7 @@ function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
     upstreamIdleTimeoutMs: raw.upstream_idle_timeout,
     upstreamIdleMax: raw.upstream_idle_max,
     upstreamCheckDelayMs: raw.upstream_check_delay,
+    maxPendingAuth: raw.max_pending_auth,
   };
 }
 
@@ -398,6 +407,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
     })),
     policies: raw.policies,
     stateDir: resolve(baseDir, raw.state_dir),
+    ...(raw.auth.salt_secret !== undefined && { saltSecret: raw.auth.salt_secret }),
     ...(raw.serve_bindings !== undefined && { serveBindings: raw.serve_bindings }),
   };
 }

@@ -1,7 +1,9 @@
 // What a control plane hands a remote data plane (a sidecar): the bindings of a realm, the services
 // they use, every policy (applicability is decided where the session runs), and the limits and
-// audit settings. Certificate and CA files live on the control plane's disk, so their contents
-// travel inside the snapshot and the data plane writes them into its own cache directory.
+// audit settings, and the salt secret, so that every data plane derives the same SCRAM salts as the
+// control plane's own workers (an unknown user's salt must not depend on which instance answers).
+// Certificate and CA files live on the control plane's disk, so their contents travel inside the
+// snapshot and the data plane writes them into its own cache directory.
 import { readFileSync } from 'node:fs';
 import type { BindingConfig, SempipeConfig, ServiceConfig } from './config.js';
 import { parseFqn, parseRealm, realmCovers } from './fqn.js';
@@ -25,6 +27,7 @@ export interface DataPlaneSnapshot {
   services: SnapshotService[];
   bindings: SnapshotBinding[];
   policies: PolicyDocument[];
+  saltSecret?: string;
 }
 
 /** The part of `config` a data plane serving `realm` needs, with file contents inlined. */
@@ -46,5 +49,6 @@ export function snapshotFor(config: SempipeConfig, realmText: string, sequence: 
       ...(tls ? { tls: { certPem: readFileSync(tls.cert, 'utf8'), keyPem: readFileSync(tls.key, 'utf8'), required: tls.required } } : {}),
     })),
     policies: config.policies,
+    ...(config.saltSecret !== undefined && { saltSecret: config.saltSecret }),
   };
 }

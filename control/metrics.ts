@@ -27,6 +27,18 @@ const METRIC_TABLE = {
     help: 'Client connections accepted.',
     labels: ['binding', 'protocol'],
   },
+  connectionsRefused: {
+    type: 'counter',
+    name: 'sempipe_connections_refused_total',
+    help: 'Client connections closed at accept, by reason (pending_auth: limits.max_pending_auth was reached).',
+    labels: ['binding', 'reason'],
+  },
+  connectionsPendingAuth: {
+    type: 'gauge',
+    name: 'sempipe_connections_pending_auth',
+    help: 'Client connections accepted and not yet authenticated.',
+    labels: ['binding'],
+  },
   authFailures: {
     type: 'counter',
     name: 'sempipe_auth_failures_total',

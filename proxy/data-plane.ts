@@ -2,6 +2,12 @@
 // and the live application of a new set of bindings (reload, revocation) without dropping the
 // sessions of bindings that stay. Protocol-neutral: each binding names a protocol whose connection
 // handler and prepared runtime are supplied from outside.
+// It also bounds the connections that have not authenticated yet (limits.max_pending_auth): a
+// flood of connections that never authenticate would otherwise hold descriptors and memory until
+// their auth timeout. Past the cap a new connection is refused at once, after the protocol's own
+// "too many connections" error when it has one; and a connection still unauthenticated after its
+// deadline is destroyed here whatever its handler does, so a client that never closes its end
+// cannot hold a slot (or a descriptor) after the handler has given up on it.
 import { createServer, type Server, type Socket } from 'node:net';
 import { CancelKeys, workerOfProcessId } from './cancel-keys.js';
 import type { ConnectionHost } from './connection-host.js';
@@ -26,9 +32,18 @@ export interface DataPlaneOptions extends SessionObserver {
    */
   sessionIdPrefix?: string;
   handlers: Readonly<Record<string, ConnectionHandler>>;
+  /**
+   * What a protocol writes to a connection refused for load before closing it (PostgreSQL: FATAL
+   * 53300, as a server out of connection slots answers); absent: the connection is closed silently.
+   */
+  refusalReplies?: Readonly<Record<string, Buffer>>;
   /** Cancel requests for keys another worker issued; absent in a single-process data plane. */
   forwardCancel?: (worker: number, processId: number, secretKey: number) => void;
   onConnection?: (binding: string, protocol: string) => void;
+  /** A connection closed at accept; `reason` is `pending_auth` (limits.max_pending_auth was reached). */
+  onRefused?: (binding: string, protocol: string, reason: 'pending_auth') => void;
+  /** The count of a binding's connections not yet authenticated changed by `delta`. */
+  onPendingAuth?: (binding: string, delta: 1 | -1) => void;
   onUpstreamError?: (binding: string, error: unknown) => void;
   onError?: (message: string, error: unknown) => void;
 }
@@ -37,6 +52,20 @@ interface Listener {
   spec: BindingSpec;
   server: Server;
   address: string;
+}
+
+/** The bounds on connections not yet authenticated, from the process's config. */
+export interface PendingAuthLimits {
+  /** Most connections this process holds unauthenticated; 0: no cap. */
+  max: number;
+  /** How long after accept an unauthenticated connection is destroyed, whatever its handler does; 0: never. */
+  deadlineMs: number;
+}
+
+interface PendingConnection {
+  binding: string;
+  timer: NodeJS.Timeout | undefined;
+  onClose: () => void;
 }
 
 export interface ApplyResult {
@@ -51,6 +80,8 @@ export class DataPlane implements ConnectionHost {
   readonly registry: SessionRegistry;
   private readonly listeners = new Map<string, Listener>();
   private readonly sessionIdPrefix: string;
+  private readonly pending = new Map<Socket, PendingConnection>();
+  private pendingLimits: PendingAuthLimits = { max: 0, deadlineMs: 0 };
   private sessionCounter = 0;
   private draining = false;
 
@@ -72,6 +103,50 @@ export class DataPlane implements ConnectionHost {
 
   onUpstreamError(binding: string, error: unknown): void {
     this.opts.onUpstreamError?.(binding, error);
+  }
+
+  /** New bounds apply to connections accepted from now on. */
+  setPendingAuthLimits(limits: PendingAuthLimits): void {
+    this.pendingLimits = limits;
+  }
+
+  /** Connections accepted and not yet authenticated, over all listeners. */
+  get pendingAuthCount(): number {
+    return this.pending.size;
+  }
+
+  authenticated(socket: Socket): void {
+    const p = this.pending.get(socket);
+    if (p === undefined) return;
+    socket.off('close', p.onClose);
+    this.settle(socket, p);
+  }
+
+  private settle(socket: Socket, p: PendingConnection): void {
+    clearTimeout(p.timer);
+    this.pending.delete(socket);
+    this.opts.onPendingAuth?.(p.binding, -1);
+  }
+
+  /** Counts `socket` as pending until its handler reports it authenticated or it closes. */
+  private trackPending(binding: string, socket: Socket): void {
+    const { deadlineMs } = this.pendingLimits;
+    const p: PendingConnection = {
+      binding,
+      timer: deadlineMs > 0 ? setTimeout(() => socket.destroy(), deadlineMs).unref() : undefined,
+      onClose: () => this.settle(socket, p),
+    };
+    this.pending.set(socket, p);
+    socket.once('close', p.onClose);
+    this.opts.onPendingAuth?.(binding, 1);
+  }
+
+  /** Closes a connection at once; the reply, when the protocol has one, is a single small write the kernel takes whole. */
+  private refuse(spec: BindingSpec, socket: Socket): void {
+    const reply = this.opts.refusalReplies?.[spec.protocol];
+    if (reply !== undefined) socket.write(reply);
+    socket.destroy();
+    this.opts.onRefused?.(spec.fqn, spec.protocol, 'pending_auth');
   }
 
   /** Makes the listeners match `specs`: new ones open, removed ones close with their sessions. */
@@ -128,6 +203,12 @@ export class DataPlane implements ConnectionHost {
       socket.destroy();
       return;
     }
+    const { max } = this.pendingLimits;
+    if (max > 0 && this.pending.size >= max) {
+      this.refuse(spec, socket);
+      return;
+    }
+    this.trackPending(spec.fqn, socket);
     this.opts.onConnection?.(spec.fqn, spec.protocol);
     Promise.resolve(handler(socket, spec.runtime, this)).catch((err: unknown) => {
       this.opts.onError?.(`connection on ${listener.address} failed`, err);

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { BindingConfig, ClientAuthMethod, SempipeConfig, ServiceConfig } from '../../control/config.js';
 import type { StageFactory } from '../../proxy/stage.js';
+import { scramMockSettings, type ScramMockSettings } from './auth/scram-mock.js';
 import { tlsServerEndPoint } from './auth/scram-server.js';
 import { parseScramVerifier, type ScramVerifier } from './auth/scram-verifier.js';
 import type { UpstreamTarget } from './upstream-connect.js';
@@ -23,6 +24,8 @@ export interface PgBindingRuntime {
   auth: ClientAuthMethod;
   allowPasswordWithoutTls: boolean;
   clients: Map<string, PgClientCredential>;
+  /** How an unknown user's SCRAM exchange looks; absent without a salt secret (a per-process one is used). */
+  scramMock?: ScramMockSettings;
   tls?: { context: SecureContext; required: boolean; endPoint: Buffer };
   upstream: UpstreamTarget;
   /** How long a reset upstream connection waits for the next session, how many wait per key, when one is checked (upstream-pool.ts). */
@@ -44,6 +47,8 @@ export function createPgBindingRuntime(
   for (const c of binding.clients) {
     clients.set(c.user, { password: c.password, verifier: c.verifier, scram: c.verifier ? parseScramVerifier(c.verifier) : undefined });
   }
+  const verifiers = [...clients.values()].flatMap((c) => (c.scram ? [c.scram] : []));
+  const scramMock = config.saltSecret === undefined ? undefined : scramMockSettings(Buffer.from(config.saltSecret, 'utf8'), binding.fqn, verifiers);
   let tls: PgBindingRuntime['tls'];
   if (binding.tls) {
     const cert = readFileSync(binding.tls.cert);
@@ -58,6 +63,7 @@ export function createPgBindingRuntime(
     auth: binding.auth,
     allowPasswordWithoutTls: binding.allowPasswordWithoutTls,
     clients,
+    ...(scramMock !== undefined && { scramMock }),
     tls,
     upstream: {
       host: up.host,

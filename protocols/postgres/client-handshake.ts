@@ -162,7 +162,7 @@ class ClientHandshake {
     switch (this.rt.auth) {
       case 'scram-sha-256': {
         const channelBinding = this.tls ? this.rt.tls?.endPoint : undefined;
-        this.scram = createScramServer({ verifier: cred?.scram, channelBinding, user: this.user });
+        this.scram = createScramServer({ verifier: cred?.scram, channelBinding, user: this.user, mock: this.rt.scramMock });
         this.socket.write(authenticationSasl(scramMechanisms(channelBinding !== undefined)));
         this.step = 'sasl-first';
         break;

@@ -69,6 +69,7 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     },
   });
   if (client === undefined) return;
+  host.authenticated(socket);
 
   const info: SessionInfo = {
     id: host.nextSessionId(),

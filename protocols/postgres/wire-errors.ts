@@ -14,6 +14,8 @@ export const pgErrors = {
   cleartextWithoutTls: () =>
     fatal('28000', 'password authentication over an unencrypted connection is refused', { hint: 'Connect with sslmode=require.' }),
   authTimeout: () => fatal('08006', 'canceling authentication due to timeout'),
+  /** PostgreSQL's answer when it has no connection slot left (max_connections). */
+  tooManyClients: () => fatal('53300', 'sorry, too many clients already'),
   protocolViolation: (message: string) => fatal('08P01', message),
   unsupportedProtocol: (code: number) =>
     fatal('0A000', `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.0`),

@@ -5,7 +5,8 @@
 // the same addresses. Covered: the data plane serves its realm only; readiness and the
 // connected metric; API revocation and creation reach it within a second; with the control plane
 // killed it keeps serving, restarts from its 0600 disk cache, and applies the changes made
-// meanwhile once the control plane is back.
+// meanwhile once the control plane is back. The data plane's SCRAM salts (an unknown user's too)
+// derive from the control plane's salt secret, received with the snapshot, also after a restart.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,6 +17,8 @@ import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-ser
 import { freePorts } from '../harness/ports.js';
 import { SEMPIPE_BIN, spawnSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
 import { run, type RunResult } from '../harness/run.js';
+import { scramServerFirst } from '../harness/scram-probe.js';
+import { deriveScramSalt } from '../../protocols/postgres/auth/scram-mock.js';
 
 const TOKEN = 'sidecar-test-token-7d3e91';
 const SERVICE = 'service::/shared::db';
@@ -137,6 +140,19 @@ function psql(fqn: string, sql: string): Promise<RunResult> {
   });
 }
 
+/** The salts 10 SCRAM starts for `user` on `fqn` were shown, all open at once (so both workers answer). */
+async function saltsOf(fqn: string, user: string): Promise<Set<string>> {
+  const firsts = await Promise.all(Array.from({ length: 10 }, () => scramServerFirst(targets.get(fqn)!.port, user, 'orders')));
+  firsts.forEach((f) => f.close());
+  return new Set(firsts.map((f) => f.salt));
+}
+
+/** The salt the control plane's secret (its state_dir's key file) gives `user` on `fqn`. */
+function controlPlaneSalt(fqn: string, user: string): string {
+  const secret = Buffer.from(readFileSync(join(dir, 'state', 'salt-secret.key'), 'utf8').trim());
+  return deriveScramSalt(secret, fqn, user).toString('base64');
+}
+
 async function createApiBinding(fqn: string): Promise<void> {
   const r = await api('POST', '/v1/bindings', { fqn, service: SERVICE, database: 'orders' });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
@@ -206,6 +222,13 @@ describe('a data plane following a control plane', () => {
     expect(cached.bindings.map((b) => b.fqn)).toEqual([B1]);
   });
 
+  test('the data plane\'s SCRAM salts, an unknown user\'s included, derive from the control plane\'s salt secret', async () => {
+    expect(await saltsOf(B1, 'ghost')).toEqual(new Set([controlPlaneSalt(B1, 'ghost')]));
+    expect(await saltsOf(B1, 'one')).toEqual(new Set([controlPlaneSalt(B1, 'one')]));
+    const cached = JSON.parse(readFileSync(join(cacheDir, 'control-plane-cache', 'snapshot.json'), 'utf8')) as { saltSecret?: string };
+    expect(cached.saltSecret).toBe(readFileSync(join(dir, 'state', 'salt-secret.key'), 'utf8').trim());
+  });
+
   test('a binding created in team-a through the API is served by the data plane within a second', async () => {
     const t0 = Date.now();
     await createApiBinding(B3);
@@ -264,6 +287,7 @@ describe('a data plane following a control plane', () => {
     expect(await tryConnect(B1)).toBeUndefined();
     expect(await tryConnect(B3)).toBeUndefined();
     expect(statSync(join(cacheDir, 'control-plane-cache', 'snapshot.json')).mode & 0o777).toBe(0o600);
+    expect(await saltsOf(B1, 'ghost')).toEqual(new Set([controlPlaneSalt(B1, 'ghost')]));
     const stillOnB1 = await open(B1);
 
     // Meanwhile the operator removes B1 from the control plane's file and adds B5 to team-a.
