@@ -728,8 +728,12 @@ export class PgRelay {
   private reportUnfinished(reason: EndReason, message: string | undefined): void {
     const code = reason === 'revoked' || reason === 'shutdown' || reason === 'killed' ? '57P01' : '08006';
     for (const e of this.pending) {
-      // A refused statement awaiting its stand-in's error was never run (nor is it reported as run).
-      if ((e.kind !== EntryKind.Simple && e.kind !== EntryKind.Execute) || e.refusal !== undefined) continue;
+      if (e.refusal !== undefined) {
+        // Refused, its stand-in's error not back yet: denied all the same.
+        this.report(e.text, e.index, '', 'denied', e.refusal, e.receivedAt, e.judgedNs, 0, e);
+        continue;
+      }
+      if (e.kind !== EntryKind.Simple && e.kind !== EntryKind.Execute) continue;
       const problem = reason === 'client' ? undefined : { code, message: message ?? `the session ended (${reason}) before the statement completed` };
       this.report(e.text, e.index, '', problem === undefined ? 'ok' : 'error', problem, e.receivedAt, e.judgedNs, e.rows, e);
     }
