@@ -26,6 +26,7 @@ const OPTIONS = {
   auth: { type: 'string' },
   binding: { type: 'string' },
   sql: { type: 'string' },
+  replication: { type: 'string' },
   'password-stdin': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 

@@ -9,7 +9,7 @@ import { createMetricsStage, recordUpstreamError } from '../control/stages/metri
 import type { PolicySet } from '../control/policy/policy-set.js';
 import { createPolicyStage } from '../control/stages/policy-stage.js';
 import type { SessionSlots } from '../proxy/session-slots.js';
-import { classifySql } from '../protocols/postgres/sql-classify.js';
+import { classifyForSession } from '../protocols/postgres/replication-commands.js';
 import type { BindingSpec, ConnectionHandler, DataPlaneOptions, PendingAuthLimits } from '../proxy/data-plane.js';
 import type { StageFactory } from '../proxy/stage.js';
 import { deriveScramSalt } from '../protocols/postgres/auth/scram-mock.js';
@@ -73,7 +73,7 @@ export interface PolicyWiring {
 export function createStages(metrics: Metrics, audit: AuditLog | undefined, policy: PolicyWiring): StageFactory[] {
   const stages = [createMetricsStage(metrics)];
   if (audit !== undefined) stages.push(createAuditStage(audit));
-  stages.push(createPolicyStage({ ...policy, classify: classifySql, metrics }));
+  stages.push(createPolicyStage({ ...policy, classify: (text, session) => classifyForSession(text, session.replication), metrics }));
   return stages;
 }
 

@@ -445,8 +445,13 @@ function policyView(p: PolicyDocument, source: Source): PolicyView {
   return {
     fqn: p.fqn,
     realm: p.realm,
-    ...(p.allow !== undefined && { allow: { classes: p.allow.classes } }),
-    deny: p.deny,
+    ...(p.allow !== undefined && { allow: p.allow }),
+    deny: {
+      classes: p.deny.classes,
+      functions: p.deny.functions,
+      tables: p.deny.tables,
+      ...(p.deny.replicationCommands !== undefined && { replication_commands: p.deny.replicationCommands }),
+    },
     read_only: p.readOnly,
     side_effect_functions: p.sideEffectFunctions,
     limits,

@@ -20,6 +20,11 @@ export interface SessionInfo {
   readonly database: string;
   /** Date.now() when the client connected. */
   readonly startedAt: number;
+  /**
+   * Set for a replication session (PostgreSQL's walsender connections): `physical` streams the
+   * server's WAL or a base backup, `logical` decoded changes of one database.
+   */
+  readonly replication?: 'physical' | 'logical';
 }
 
 /** One statement as the client sent it. */

@@ -61,7 +61,7 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
       subject: { type: 'object', properties: { binding: str, service: str, job: str } },
       policies: { type: 'array', items: { type: 'object', properties: { fqn: str, realm: str } } },
       rules: { type: 'object' },
-      statements: { type: 'array', items: { type: 'object', properties: { class: str, writes: bool, tables: strings, functions: strings } } },
+      statements: { type: 'array', items: { type: 'object', properties: { class: str, writes: bool, tables: strings, functions: strings, command: str } } },
       parseError: str,
       verdict: { type: 'object', required: ['action'], properties: { action: { type: 'string', enum: ['allow', 'deny'] }, code: str, message: str, rule: str, policy: str, hooks: strings } },
     },

@@ -9,6 +9,7 @@ import { CLIENT_AUTH_METHODS, configSchema, parseHostPort } from '../config-sche
 import { FqnError, parseFqn, type FqnType } from '../fqn.js';
 import type { BindingInput } from '../catalog.js';
 import type { ServiceConfig } from '../config.js';
+import { REPLICATION_KINDS } from '../policy/policy-schema.js';
 import { ApiError } from './errors.js';
 
 export { policySchema as policyBody } from '../policy/policy-schema.js';
@@ -82,7 +83,8 @@ export const bindingBody = z
 
 export const rotateServiceBody = z.strictObject({ password: nonEmpty });
 
-export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty });
+/** `replication`: judge `sql` as sent on a replication connection of that kind. */
+export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty, replication: z.enum(REPLICATION_KINDS).optional() });
 
 function formatPath(path: readonly PropertyKey[]): string {
   return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? String(s) : `.${String(s)}`)).join('');

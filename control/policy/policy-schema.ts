@@ -6,12 +6,18 @@
 import { z } from 'zod';
 import { FqnError, parseFqn, parseRealm } from '../fqn.js';
 import { parseDuration } from '../units.js';
+import { REPLICATION_COMMANDS, type ReplicationKind } from '../../protocols/postgres/replication-commands.js';
 
 /** Statement classes a policy may name (protocol-neutral; PostgreSQL's classifier emits them). */
 export const STATEMENT_CLASSES = [
   'select', 'insert', 'update', 'delete', 'merge', 'ddl', 'dcl', 'copy_in', 'copy_out',
-  'transaction', 'set', 'call', 'utility', 'unknown',
+  'transaction', 'set', 'call', 'utility', 'replication', 'unknown',
 ] as const;
+
+/** Kinds of replication connection a policy may allow (`replication=true` is physical, `database` logical). */
+export const REPLICATION_KINDS = ['physical', 'logical'] as const satisfies readonly ReplicationKind[];
+
+export type PolicyReplicationKind = (typeof REPLICATION_KINDS)[number];
 
 export type PolicyStatementClass = (typeof STATEMENT_CLASSES)[number];
 
@@ -61,9 +67,13 @@ export interface PolicyLimits {
 export interface PolicyDocument {
   fqn: string;
   realm: string;
-  /** Only these classes; absent = no restriction by class. */
-  allow?: { classes: PolicyStatementClass[] };
-  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[] };
+  /**
+   * `classes`: only these classes (absent: no restriction by class). `replication`: the kinds of
+   * replication connection this policy grants (none is granted unless some policy lists it).
+   */
+  allow?: { classes?: PolicyStatementClass[]; replication?: ReplicationKind[] };
+  /** `replicationCommands`: replication commands refused by keyword (absent: none). */
+  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[]; replicationCommands?: string[] };
   readOnly: boolean;
   /** The policy's own side-effect functions (DEFAULT_SIDE_EFFECT_FUNCTIONS always count too). */
   sideEffectFunctions: string[];
@@ -148,6 +158,9 @@ const rate = scalar('a rate such as "200/s", "6000/m" or a number per second').t
 });
 
 const statementClass = z.enum(STATEMENT_CLASSES);
+const replicationKind = z.enum(REPLICATION_KINDS);
+/** Written as the server spells them (upper case); any case is accepted. */
+const replicationCommand = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v), z.enum(REPLICATION_COMMANDS));
 const hookClass = z.enum([...STATEMENT_CLASSES, 'all']);
 
 const functionName = z
@@ -197,12 +210,16 @@ export const policySchema = z
   .strictObject({
     fqn: policyFqn,
     realm,
-    allow: z.strictObject({ classes: z.array(statementClass) }).optional(),
+    allow: z
+      .strictObject({ classes: z.array(statementClass).optional(), replication: z.array(replicationKind).optional() })
+      .refine((a) => a.classes !== undefined || a.replication !== undefined, { error: 'name "classes" or "replication" (or both)' })
+      .optional(),
     deny: z
       .strictObject({
         classes: z.array(statementClass).default([]),
         functions: z.array(functionName).default([]),
         tables: z.array(tablePattern).default([]),
+        replication_commands: z.array(replicationCommand).optional(),
       })
       .prefault({}),
     read_only: z.boolean().default(false),
@@ -215,8 +232,18 @@ export const policySchema = z
     (p): PolicyDocument => ({
       fqn: p.fqn,
       realm: p.realm,
-      ...(p.allow !== undefined && { allow: { classes: p.allow.classes } }),
-      deny: p.deny,
+      ...(p.allow !== undefined && {
+        allow: {
+          ...(p.allow.classes !== undefined && { classes: p.allow.classes }),
+          ...(p.allow.replication !== undefined && { replication: p.allow.replication }),
+        },
+      }),
+      deny: {
+        classes: p.deny.classes,
+        functions: p.deny.functions,
+        tables: p.deny.tables,
+        ...(p.deny.replication_commands !== undefined && { replicationCommands: p.deny.replication_commands }),
+      },
       readOnly: p.read_only,
       sideEffectFunctions: p.side_effect_functions,
       limits: {

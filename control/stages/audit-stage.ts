@@ -104,7 +104,7 @@ export function createAuditStage(log: AuditLog): StageFactory {
             client: session.clientAddress,
             session: session.id,
           });
-          logger.info({ event: 'session_start', database: session.database });
+          logger.info({ event: 'session_start', database: session.database, ...(session.replication !== undefined && { replication: session.replication }) });
           if (log.batch !== undefined) {
             const chindings = (logger as unknown as PinoInternals)[pino.symbols.chindingsSym] as string;
             encoder = new StatementLineEncoder(chindings, max, truncateStatement);

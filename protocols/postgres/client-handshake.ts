@@ -26,6 +26,7 @@ import {
   startupPacketLength,
 } from './frontend-messages.js';
 import { FrontendCode } from './message-codes.js';
+import { replicationRequest, type ReplicationKind } from './replication-commands.js';
 import { pgErrors } from './wire-errors.js';
 
 export interface AuthenticatedClient {
@@ -35,6 +36,8 @@ export interface AuthenticatedClient {
   /** Startup parameters other than user and database, to forward upstream. */
   params: Map<string, string>;
   tls: boolean;
+  /** Set when the startup asked for a replication connection (the `replication` parameter stays in params). */
+  replication: ReplicationKind | undefined;
   /** Bytes the client sent after its last authentication message (pipelined queries). */
   leftover: Buffer;
 }
@@ -59,6 +62,7 @@ class ClientHandshake {
   private requestedDatabase = '';
   private params = new Map<string, string>();
   private tls = false;
+  private replication: ReplicationKind | undefined;
   private md5SaltBytes: Buffer | undefined;
   private scram: ScramServerSession | undefined;
   private readonly timer: NodeJS.Timeout;
@@ -151,9 +155,11 @@ class ClientHandshake {
   private handleStartupMessage(params: Map<string, string>, len: number): number {
     this.user = params.get('user')!;
     this.requestedDatabase = params.get('database') || this.user;
-    if (params.has('replication') && params.get('replication') !== 'false') {
-      return this.fail(pgErrors.replicationRefused(), 'protocol');
-    }
+    const replication = replicationRequest(params.get('replication'));
+    if ('invalid' in replication) return this.fail(pgErrors.invalidReplicationValue(replication.invalid), 'protocol');
+    this.replication = replication.kind;
+    // A normal session: whether the client said replication=false or nothing, upstream it is the same.
+    if (replication.kind === undefined) params.delete('replication');
     params.delete('user');
     params.delete('database');
     this.params = params;
@@ -197,7 +203,8 @@ class ClientHandshake {
     if (ok === undefined) return -1;
     if (!ok) return this.fail(pgErrors.passwordFailed(this.user), this.rt.clients.has(this.user) ? 'bad_password' : 'unknown_user');
     if (this.step !== 'done') return length + 1;
-    if (this.requestedDatabase !== this.rt.database) {
+    // A physical replication connection reaches no database: the server ignores the name (pg_basebackup sends "replication").
+    if (this.replication !== 'physical' && this.requestedDatabase !== this.rt.database) {
       return this.fail(pgErrors.databaseMissing(this.requestedDatabase), 'bad_database');
     }
     return this.finish({
@@ -206,6 +213,7 @@ class ClientHandshake {
       database: this.requestedDatabase,
       params: this.params,
       tls: this.tls,
+      replication: this.replication,
       leftover: buf.subarray(length + 1),
     });
   }

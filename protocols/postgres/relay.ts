@@ -132,6 +132,17 @@ export interface RelayOptions {
    * the relay has removed its listeners from the socket. Absent: the Terminate goes upstream.
    */
   releaseUpstream?(): void;
+  /**
+   * The class of a statement text when the session decides it before the command tag and the SQL
+   * parser (a replication session: its commands are class replication); undefined: as usual.
+   */
+  classOf?(text: string): string | undefined;
+  /**
+   * A statement still running when the session ends gets its statement line then (a replication
+   * stream usually ends so: the client closes it): ok when the client ended the session, else an
+   * error. Absent: such statements are not reported.
+   */
+  reportUnfinished?: boolean;
 }
 
 type Refusal = Exclude<Verdict, { action: 'forward' }>;
@@ -639,10 +650,18 @@ export class PgRelay {
       this.finish(e);
       if (e.kind === EntryKind.Simple || e.kind === EntryKind.Sync) break;
     }
+    this.flushBytes();
+    if (this.cancelHold !== undefined) this.releaseCancelHold();
+  }
+
+  /**
+   * Reports the bytes relayed since the last report to the stages. Done at each ReadyForQuery and at
+   * the end; a session that streams without one (replication) is flushed on a timer too.
+   */
+  flushBytes(): void {
     this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
     this.bytesInPending = 0;
     this.bytesOutPending = 0;
-    if (this.cancelHold !== undefined) this.releaseCancelHold();
   }
 
   private report(
@@ -661,7 +680,9 @@ export class PgRelay {
     this.statementCount++;
     const completion = {
       text,
-      statementClass: outcome === 'ok' && tag !== '' ? classFromCommandTag(tag, entry?.copyIn === true) : statementClassOf(text, index, tag),
+      statementClass:
+        this.opts.classOf?.(text) ??
+        (outcome === 'ok' && tag !== '' ? classFromCommandTag(tag, entry?.copyIn === true) : statementClassOf(text, index, tag)),
       tag,
       rows: rowsFromTag > 0 ? rowsFromTag : rows,
       outcome,
@@ -758,10 +779,23 @@ export class PgRelay {
     this.ended = true;
     for (const e of this.pending) if (e.timer !== undefined) clearTimeout(e.timer);
     if (this.cancelHold?.grace !== undefined) clearTimeout(this.cancelHold.grace);
-    this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
-    this.bytesInPending = 0;
-    this.bytesOutPending = 0;
+    if (this.opts.reportUnfinished === true) this.reportUnfinished(reason, message);
+    this.flushBytes();
     this.opts.onEnd(reason, message);
+  }
+
+  private reportUnfinished(reason: EndReason, message: string | undefined): void {
+    const code = reason === 'revoked' || reason === 'shutdown' || reason === 'killed' ? '57P01' : '08006';
+    for (const e of this.pending) {
+      if (e.refusal !== undefined) {
+        // Refused, its stand-in's error not back yet: denied all the same.
+        this.report(e.text, e.index, '', 'denied', e.refusal, e.receivedAt, e.judgedNs, 0, e);
+        continue;
+      }
+      if (e.kind !== EntryKind.Simple && e.kind !== EntryKind.Execute) continue;
+      const problem = reason === 'client' ? undefined : { code, message: message ?? `the session ended (${reason}) before the statement completed` };
+      this.report(e.text, e.index, '', problem === undefined ? 'ok' : 'error', problem, e.receivedAt, e.judgedNs, e.rows, e);
+    }
   }
 }
 

@@ -19,7 +19,8 @@ export const pgErrors = {
   protocolViolation: (message: string) => fatal('08P01', message),
   unsupportedProtocol: (code: number) =>
     fatal('0A000', `unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: server supports 3.0 to 3.0`),
-  replicationRefused: () => fatal('0A000', 'replication connections are not supported through sempipe'),
+  invalidReplicationValue: (value: string) =>
+    fatal('22023', `invalid value for parameter "replication": "${value}"`, { hint: 'Valid values are: "false", 0, "true", 1, "database".' }),
   messageTooLarge: (length: number, max: number) => fatal('08P01', `message of ${length} bytes exceeds the maximum of ${max} bytes`),
   invalidMessageLength: (type: number) => fatal('08P01', `invalid message length for message type "${String.fromCharCode(type)}"`),
   adminShutdown: () => fatal('57P01', 'terminating connection due to administrator command'),

@@ -332,6 +332,19 @@ describe('control API over HTTP', () => {
     expect(denied.body.verdict).toMatchObject({ action: 'deny', code: '42501', policy: fqn });
     const allowed = await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::file-api', sql: 'select 1' });
     expect(allowed.body).toMatchObject({ policies: [], verdict: { action: 'allow' } });
+    const replication = await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::file-api', sql: 'IDENTIFY_SYSTEM', replication: 'logical' });
+    expect(replication.body.statements).toEqual([{ class: 'replication', writes: false, tables: [], functions: [], command: 'IDENTIFY_SYSTEM' }]);
+    expect(replication.body.verdict).toMatchObject({ action: 'deny', code: '42501', rule: 'allow.replication' });
+    const cdc = { realm: 'binding::/prod', allow: { replication: ['logical'] }, deny: { replication_commands: ['drop_replication_slot'] } };
+    expect((await api.call('PUT', `/v1/policies/${enc('policy::/prod::cdc')}`, cdc)).status).toBe(201);
+    expect((await api.call('GET', `/v1/policies/${enc('policy::/prod::cdc')}`)).body).toMatchObject({
+      allow: { replication: ['logical'] },
+      deny: { replication_commands: ['DROP_REPLICATION_SLOT'] },
+    });
+    const dropSlot = await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::file-api', sql: 'DROP_REPLICATION_SLOT s', replication: 'logical' });
+    expect(dropSlot.body.rules.replication).toEqual([{ kind: 'logical', policy: 'policy::/prod::cdc' }]);
+    expect(dropSlot.body.verdict).toMatchObject({ action: 'deny', rule: 'deny.replication_commands', policy: 'policy::/prod::cdc' });
+    expect((await api.call('DELETE', `/v1/policies/${enc('policy::/prod::cdc')}`)).status).toBe(204);
     expect((await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::none', sql: 'select 1' })).status).toBe(404);
     expect((await api.call('POST', '/v1/policies/explain', { binding: 'nope', sql: 'select 1' })).body).toMatchObject({ error: 'invalid', path: 'binding' });
 

@@ -290,6 +290,9 @@ describe('policy', () => {
     expect(tableRow(denied.stdout, GUARD)).toEqual([GUARD, 'binding::/ops/billing']);
     const allowed = await ctl(['policy', 'explain', '--binding', EXPLAINED, '--sql', 'select 1', '--json']);
     expect(JSON.parse(allowed.stdout)).toMatchObject({ verdict: { action: 'allow' }, statements: [{ class: 'select' }] });
+    const replication = await ctl(['policy', 'explain', '--binding', EXPLAINED, '--sql', 'IDENTIFY_SYSTEM', '--replication', 'logical']);
+    expect(replication.stdout.split('\n')[0]).toMatch(/^verdict: deny \(42501\) permission denied by sempipe: logical replication .*\[rule allow\.replication\]$/);
+    expect(tableRow(replication.stdout, 'replication (IDENTIFY_SYSTEM)')).toEqual(['replication (IDENTIFY_SYSTEM)', 'no', '-', '-']);
   });
 
   test('an invalid policy is refused with the field path (400); delete', async () => {
