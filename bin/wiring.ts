@@ -82,8 +82,13 @@ export function retainProtocolState(specs: readonly BindingSpec[]): void {
 }
 
 /** Data-plane callbacks that report to metrics and the operator log. */
-export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError'> {
+export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onStartupRejected' | 'onError'> {
   return {
+    // At debug only: port scanners and health checks produce these, and PostgreSQL itself answers them with silence.
+    onStartupRejected: (binding, client, reason) => {
+      metrics.startupRejected.inc({ binding, reason });
+      log.debug({ binding, client, reason }, 'startup packet rejected');
+    },
     onUpstreamError: (binding, error) => {
       const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
       recordUpstreamError(metrics, binding, code);

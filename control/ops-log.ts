@@ -1,10 +1,11 @@
 // sempipe's own operational log (listening, reload, upstream errors), on stderr so it never mixes
 // with the audit stream on stdout: JSON lines, or pretty lines when a person watches a terminal.
+// SEMPIPE_LOG_LEVEL (default info) lets an operator see the debug lines too, e.g. refused startups.
 import pino, { type Logger } from 'pino';
 import PinoPretty from 'pino-pretty';
 
 export function createOpsLog(name: string): Logger {
-  const options = { base: { component: name }, timestamp: pino.stdTimeFunctions.isoTime };
+  const options = { base: { component: name }, timestamp: pino.stdTimeFunctions.isoTime, level: process.env.SEMPIPE_LOG_LEVEL ?? 'info' };
   if (process.stderr.isTTY) return pino(options, PinoPretty({ colorize: true, sync: true, destination: 2 }));
   return pino(options, pino.destination({ dest: 2, sync: true }));
 }

@@ -11,4 +11,6 @@ export interface ConnectionHost {
   /** Delivers a cancel request to the worker that owns the key (this one or another). */
   routeCancel(processId: number, secretKey: number): void;
   onUpstreamError(binding: string, error: unknown): void;
+  /** A connection refused before its startup was accepted (malformed, unsupported), with a bounded reason. */
+  onStartupRejected(binding: string, clientAddress: string, reason: string): void;
 }

@@ -25,6 +25,7 @@ export interface DataPlaneOptions {
   forwardCancel?: (worker: number, processId: number, secretKey: number) => void;
   onConnection?: (binding: string, protocol: string) => void;
   onUpstreamError?: (binding: string, error: unknown) => void;
+  onStartupRejected?: (binding: string, clientAddress: string, reason: string) => void;
   onError?: (message: string, error: unknown) => void;
 }
 
@@ -64,6 +65,10 @@ export class DataPlane implements ConnectionHost {
 
   onUpstreamError(binding: string, error: unknown): void {
     this.opts.onUpstreamError?.(binding, error);
+  }
+
+  onStartupRejected(binding: string, clientAddress: string, reason: string): void {
+    this.opts.onStartupRejected?.(binding, clientAddress, reason);
   }
 
   /** Makes the listeners match `specs`: new ones open, removed ones close with their sessions. */
