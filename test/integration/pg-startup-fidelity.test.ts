@@ -3,7 +3,10 @@
 // collects everything each sends until it closes, and compares. ErrorResponse fields that name the
 // server's source code (F file, L line, R routine) are stripped from both sides first; everything
 // else (severity, SQLSTATE, message, the 2.0-format error, NegotiateProtocolVersion, silence) must
-// be byte for byte the same. Also node-postgres's `connect(); end()` back to back (its issue #320).
+// be byte for byte the same. Also node-postgres's `connect(); end()` back to back (its issue #320),
+// and the differences the README's "through sempipe vs directly" table states: the process id in
+// BackendKeyData (sempipe's own; pg_backend_pid() is the server's), database names (only the
+// binding's), a server-side pg_terminate_backend (the client sees what it sees directly).
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -330,7 +333,7 @@ describe('node-postgres: client.connect(); client.end() back to back (its issue 
       (e: Error) => `rejected: ${e.message}`,
     );
     await client.end();
-    const outcome = await Promise.race([connect, new Promise<string>((r) => setTimeout(() => r('pending'), 2000))]);
+    const outcome = await Promise.race([connect, new Promise<string>((r) => setTimeout(() => r('pending'), 1000))]);
     return { connect: outcome, errors };
   }
 
@@ -343,5 +346,61 @@ describe('node-postgres: client.connect(); client.end() back to back (its issue 
     expect(through).toEqual(direct);
     expect(through.errors).toEqual([]);
     expect(through.connect).not.toMatch(/^rejected/);
+  });
+});
+
+const direct = (database = plainServer.database): pg.ClientConfig => ({ host: '127.0.0.1', port: plainServer.port, user: plainServer.user, password: plainServer.password, database });
+const through = (database = plainServer.database): pg.ClientConfig => ({ host: '127.0.0.1', port: ports.plain, user: 'api', password: 'api-secret', database });
+
+/** The process id node-postgres got in BackendKeyData. */
+const keyProcessId = (c: pg.Client): number => (c as unknown as { processID: number }).processID;
+
+// What the README's "through sempipe vs directly" table states, against the same server.
+describe('through sempipe vs directly', () => {
+  test("BackendKeyData carries sempipe's own process id; pg_backend_pid() still returns the server's", async () => {
+    for (const [config, same] of [[direct(), true], [through(), false]] as const) {
+      const c = new pg.Client(config);
+      await c.connect();
+      try {
+        const pid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+        expect(keyProcessId(c) === pid, `key process id ${keyProcessId(c)}, backend ${pid}`).toBe(same);
+        expect(plainServer.sql(`select count(*) from pg_stat_activity where pid = ${pid}`).trim()).toBe('1');
+      } finally {
+        await c.end();
+      }
+    }
+  });
+
+  test("only the binding's database name is served, though the server has others", async () => {
+    const d = new pg.Client(direct('postgres'));
+    await d.connect();
+    await d.end();
+    const c = new pg.Client(through('postgres'));
+    c.on('error', () => {});
+    await expect(c.connect()).rejects.toMatchObject({ severity: 'FATAL', code: '3D000', message: 'database "postgres" does not exist' });
+  });
+
+  test('pg_terminate_backend on the server: the client sees what it sees directly, and the session ends as "upstream"', async () => {
+    /** What an application sees when its backend is terminated, in order. */
+    async function terminated(config: pg.ClientConfig): Promise<string[]> {
+      const c = new pg.Client(config);
+      const seen: string[] = [];
+      c.on('error', (e: Error & { code?: string; severity?: string }) => seen.push(`error ${e.severity ?? '-'} ${e.code ?? '-'} ${e.message}`));
+      c.on('end', () => seen.push('end'));
+      await c.connect();
+      const pid = (await c.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+      const ended = new Promise((r) => c.once('end', r));
+      plainServer.sql(`select pg_terminate_backend(${pid})`);
+      await ended;
+      await c.query('select 1').then(
+        () => seen.push('query ok'),
+        (e: Error) => seen.push(`query refused: ${e.message}`),
+      );
+      return seen;
+    }
+    const directly = await terminated(direct());
+    expect(directly[0]).toBe('error FATAL 57P01 terminating connection due to administrator command');
+    expect(await terminated(through())).toEqual(directly);
+    await expect.poll(() => sempipe.stdout().split('\n').some((l) => l.includes('"event":"session_end"') && l.includes('"reason":"upstream"'))).toBe(true);
   });
 });
