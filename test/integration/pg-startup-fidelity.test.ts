@@ -40,7 +40,7 @@ beforeAll(async () => {
   const upstream = `{ host: 127.0.0.1, port: ${plainServer.port}, database: ${plainServer.database}, user: ${plainServer.user}, password: "\${UP_PW}", tls: disable }`;
   sempipe = await startSempipe({
     workers: 1,
-    env: { UP_PW: plainServer.password },
+    env: { UP_PW: plainServer.password, SEMPIPE_LOG_LEVEL: 'debug' },
     yaml: `
 admin:
   listen: 127.0.0.1:\${ADMIN_PORT}
@@ -310,7 +310,7 @@ describe('what PostgreSQL answers, sempipe answers', () => {
 });
 
 describe('reporting', () => {
-  test('refused startups are counted in sempipe_startup_rejected_total by binding and reason', async () => {
+  test('refused startups are counted in sempipe_startup_rejected_total by binding and reason, and logged at debug', async () => {
     const count = (reason: string): Promise<number> => sempipe.metric('sempipe_startup_rejected_total', { binding: BINDINGS.plain, reason });
     const before = { length: await count('invalid_length'), cancel: await count('cancel_length'), version: await count('unsupported_protocol') };
     await exchange(ports.plain, Buffer.from([0, 0, 0, 1]));
@@ -319,6 +319,12 @@ describe('reporting', () => {
     expect(await count('invalid_length')).toBe(before.length + 1);
     expect(await count('cancel_length')).toBe(before.cancel + 1);
     expect(await count('unsupported_protocol')).toBe(before.version + 1);
+    const logged = sempipe
+      .stderr()
+      .split('\n')
+      .filter((l) => l.includes('startup packet rejected'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(logged).toContainEqual(expect.objectContaining({ level: 20, binding: BINDINGS.plain, reason: 'cancel_length', client: expect.stringMatching(/^127\.0\.0\.1:\d+$/) }));
   });
 });
 
