@@ -12,6 +12,12 @@ import type { BackendMessage } from 'pg-protocol/dist/messages.js';
 import { runClientHandshake, type AuthenticatedClient } from './client-handshake.js';
 import type { PgBindingRuntime } from './binding-runtime.js';
 import { createScramVerifier, parseScramVerifier } from './auth/scram-verifier.js';
+import { tlsServerEndPoint } from './auth/scram-server.js';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import { makeCertificate } from '../../test/harness/certs.js';
 
 interface PgSasl {
   startSession(mechanisms: string[], stream?: unknown): { mechanism: string; response: string };
@@ -269,6 +275,52 @@ describe('fuzzing the handshake', () => {
         await expectClosedWithin(c);
       }),
       { numRuns: 40 },
+    );
+  });
+});
+
+describe('fuzzing a direct TLS start on a binding with TLS', () => {
+  let tlsServer: Server;
+  let tlsPort: number;
+  let certDir: string;
+  const outcomes: Array<Promise<AuthenticatedClient | undefined>> = [];
+
+  beforeAll(async () => {
+    certDir = mkdtempSync(join(tmpdir(), 'sempipe-hs-tls-'));
+    const cert = makeCertificate(certDir, 'localhost');
+    const pem = readFileSync(cert.certFile);
+    const tlsRt: PgBindingRuntime = {
+      ...runtime(),
+      tls: { context: createSecureContext({ cert: pem, key: readFileSync(cert.keyFile) }), required: false, endPoint: tlsServerEndPoint(pem) },
+    };
+    tlsServer = createServer((socket) => {
+      socket.on('error', () => {});
+      outcomes.push(runClientHandshake(socket, tlsRt, { onCancel: () => {}, onAuthFailure: () => {}, onStartupRejected: () => {} }));
+    });
+    await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
+    tlsPort = (tlsServer.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    await new Promise<void>((r) => tlsServer.close(() => r()));
+    rmSync(certDir, { recursive: true, force: true });
+  });
+
+  test('arbitrary bytes after a TLS handshake record byte never crash or hang', async () => {
+    const record = fc.uint8Array({ minLength: 0, maxLength: 200 }).map((a) => Buffer.concat([Buffer.from([0x16, 0x03, 0x01]), Buffer.from(a)]));
+    await fc.assert(
+      fc.asyncProperty(record, async (payload) => {
+        const socket = connect(tlsPort, '127.0.0.1');
+        socket.on('error', () => {});
+        // Flowing, so that a TLS alert is read and the close after it seen.
+        socket.resume();
+        const closed = new Promise<void>((r) => socket.once('close', () => r()));
+        await new Promise<void>((r) => socket.once('connect', () => r()));
+        socket.write(payload);
+        const timer = new Promise<never>((_r, reject) => setTimeout(() => reject(new Error('handshake hung')), AUTH_TIMEOUT_MS + 1000));
+        await Promise.race([closed, timer]);
+        expect(await outcomes[outcomes.length - 1]).toBeUndefined();
+      }),
+      { numRuns: 30 },
     );
   });
 });
