@@ -108,7 +108,7 @@ export function retainProtocolState(specs: readonly BindingSpec[]): void {
 const REFUSAL_LOG_INTERVAL_MS = 60_000;
 
 /** Data-plane callbacks that report to metrics and the operator log. */
-export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError' | 'onRefused' | 'onPendingAuth'> {
+export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onStartupRejected' | 'onError' | 'onRefused' | 'onPendingAuth'> {
   let refusalLoggedAt = -Infinity;
   let refusedSinceLog = 0;
   return {
@@ -122,6 +122,11 @@ export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlan
       refusedSinceLog = 0;
     },
     onPendingAuth: (binding, delta) => metrics.connectionsPendingAuth.inc({ binding }, delta),
+    // At debug only: port scanners and health checks produce these, and PostgreSQL itself answers them with silence.
+    onStartupRejected: (binding, client, reason) => {
+      metrics.startupRejected.inc({ binding, reason });
+      log.debug({ binding, client, reason }, 'startup packet rejected');
+    },
     onUpstreamError: (binding, error) => {
       const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
       recordUpstreamError(metrics, binding, code);

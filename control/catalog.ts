@@ -8,7 +8,7 @@
 // with the reason until the operator deletes it or the conflict goes away.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
+import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
 import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
@@ -34,7 +34,8 @@ export class CatalogError extends Error {
 export interface ServiceView {
   fqn: string;
   protocol: ServiceConfig['protocol'];
-  upstream: Omit<ServiceConfig['upstream'], 'password'>;
+  /** The keys as in sempipe.yaml. */
+  upstream: Omit<ServiceConfig['upstream'], 'password' | 'tlsNegotiation'> & { tls_negotiation: UpstreamTlsNegotiation };
   source: Source;
 }
 
@@ -416,8 +417,8 @@ function connectionUri(b: StoredBinding, password: string): string {
 }
 
 function serviceView(s: ServiceConfig, source: Source): ServiceView {
-  const { password: _password, ...upstream } = s.upstream;
-  return { fqn: s.fqn, protocol: s.protocol, upstream, source };
+  const { password: _password, tlsNegotiation, ...upstream } = s.upstream;
+  return { fqn: s.fqn, protocol: s.protocol, upstream: { ...upstream, tls_negotiation: tlsNegotiation ?? 'postgres' }, source };
 }
 
 function bindingView(b: BindingConfig, source: Source): BindingView {

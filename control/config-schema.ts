@@ -11,6 +11,8 @@ import { policySchema } from './policy/policy-schema.js';
 import { parseDuration, parseSize } from './units.js';
 
 export const UPSTREAM_TLS_MODES = ['disable', 'prefer', 'require', 'verify-full'] as const;
+/** How TLS starts upstream: SSLRequest first (`postgres`), or a TLS handshake at once (`direct`, PostgreSQL 17+). */
+export const UPSTREAM_TLS_NEGOTIATIONS = ['postgres', 'direct'] as const;
 export const CLIENT_AUTH_METHODS = ['scram-sha-256', 'md5', 'password'] as const;
 
 export interface HostPort {
@@ -182,9 +184,15 @@ const upstreamSchema = z
     user: nonEmpty,
     password: z.string().optional(),
     tls: z.enum(UPSTREAM_TLS_MODES).default('prefer'),
+    tls_negotiation: z.enum(UPSTREAM_TLS_NEGOTIATIONS).default('postgres'),
     ca: nonEmpty.optional(),
   })
   .superRefine((u, ctx) => {
+    // As libpq's sslnegotiation=direct: with a weaker mode a server without direct TLS would make
+    // the connection fall back to plaintext.
+    if (u.tls_negotiation === 'direct' && u.tls !== 'require' && u.tls !== 'verify-full') {
+      ctx.addIssue({ code: 'custom', path: ['tls_negotiation'], message: `tls_negotiation "direct" needs tls: require or verify-full (got "${u.tls}")` });
+    }
     if (u.tls === 'verify-full' && u.ca === undefined) {
       ctx.addIssue({ code: 'custom', path: ['tls'], message: 'tls "verify-full" needs ca: (the CA certificate file that signed the server\'s certificate)' });
     }

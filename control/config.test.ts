@@ -147,6 +147,7 @@ bindings:
             user: 'upstream_owner',
             password: 'upstream-secret',
             tls: 'prefer',
+            tlsNegotiation: 'postgres',
             ca: join(dir, 'ca.crt'),
           },
         },
@@ -175,7 +176,7 @@ bindings:
     expect('workers' in config).toBe(false);
     expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000, maxPendingAuth: 2048 });
     expect(config.audit).toEqual({ enabled: true, maxStatementLength: 2048, destination: 'stdout' });
-    expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer' });
+    expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer', tlsNegotiation: 'postgres' });
     expect(config.bindings[0]).toEqual({
       fqn: 'binding::/prod/billing::api-orders',
       service: 'service::/prod::orders',
@@ -530,6 +531,19 @@ describe('a bad file is refused with file, line, path and reason', () => {
 
     it('ca file that does not exist', () => {
       expectRefused(edit({ 6: '      tls: verify-full\n      ca: certs/ca.crt' }), 7, 'services[0].upstream.ca', `file not found: ${join(dir, 'certs/ca.crt')}`);
+    });
+
+    it('tls_negotiation not in the enum', () => {
+      expectRefused(edit({ 6: '      tls: require\n      tls_negotiation: alpn' }), 7, 'services[0].upstream.tls_negotiation', 'expected "postgres" | "direct", got "alpn"');
+    });
+
+    it('direct TLS negotiation with a mode that could fall back to plaintext', () => {
+      expectRefused(edit({ 6: '      tls: prefer\n      tls_negotiation: direct' }), 7, 'services[0].upstream.tls_negotiation', 'tls_negotiation "direct" needs tls: require or verify-full (got "prefer")');
+    });
+
+    it('direct TLS negotiation with tls: require is taken; postgres is the default', () => {
+      expect(parseConfig(edit({ 6: '      tls: require\n      tls_negotiation: direct' }), file, {}).services[0]!.upstream.tlsNegotiation).toBe('direct');
+      expect(parseConfig(edit({}), file, {}).services[0]!.upstream.tlsNegotiation).toBe('postgres');
     });
   });
 

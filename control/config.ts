@@ -19,12 +19,15 @@ import {
   type HostPort,
   type RawConfig,
   type UPSTREAM_TLS_MODES,
+  type UPSTREAM_TLS_NEGOTIATIONS,
 } from './config-schema.js';
 
 export { formatHostPort, type HostPort };
 
 /** 'disable' | 'prefer' | 'require' | 'verify-full' */
 export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number];
+/** 'postgres' (SSLRequest first) | 'direct' (TLS at once, PostgreSQL 17+) */
+export type UpstreamTlsNegotiation = (typeof UPSTREAM_TLS_NEGOTIATIONS)[number];
 /** 'scram-sha-256' | 'md5' | 'password' */
 export type ClientAuthMethod = (typeof CLIENT_AUTH_METHODS)[number];
 
@@ -38,6 +41,8 @@ export interface ServiceConfig {
     user: string;
     password?: string;
     tls: UpstreamTlsMode;
+    /** Absent (services stored before it existed) means 'postgres'. */
+    tlsNegotiation?: UpstreamTlsNegotiation;
     /** Absolute path. */
     ca?: string;
   };
@@ -386,6 +391,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
         user: s.upstream.user,
         ...(s.upstream.password !== undefined && { password: s.upstream.password }),
         tls: s.upstream.tls,
+        tlsNegotiation: s.upstream.tls_negotiation,
         ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
       },
     })),

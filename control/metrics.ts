@@ -45,6 +45,12 @@ const METRIC_TABLE = {
     help: 'Failed client authentications, by reason.',
     labels: ['binding', 'reason'],
   },
+  startupRejected: {
+    type: 'counter',
+    name: 'sempipe_startup_rejected_total',
+    help: 'Connections refused before a startup packet was accepted (malformed, unsupported protocol, direct TLS refused), by reason.',
+    labels: ['binding', 'reason'],
+  },
   bytes: {
     type: 'counter',
     name: 'sempipe_bytes_total',

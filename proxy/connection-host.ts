@@ -19,4 +19,6 @@ export interface ConnectionHost {
    * before is noticed by the data plane itself.
    */
   authenticated(socket: Socket): void;
+  /** A connection refused before its startup was accepted (malformed, unsupported), with a bounded reason. */
+  onStartupRejected(binding: string, clientAddress: string, reason: string): void;
 }

@@ -45,6 +45,7 @@ export interface DataPlaneOptions extends SessionObserver {
   /** The count of a binding's connections not yet authenticated changed by `delta`. */
   onPendingAuth?: (binding: string, delta: 1 | -1) => void;
   onUpstreamError?: (binding: string, error: unknown) => void;
+  onStartupRejected?: (binding: string, clientAddress: string, reason: string) => void;
   onError?: (message: string, error: unknown) => void;
 }
 
@@ -147,6 +148,10 @@ export class DataPlane implements ConnectionHost {
     if (reply !== undefined) socket.write(reply);
     socket.destroy();
     this.opts.onRefused?.(spec.fqn, spec.protocol, 'pending_auth');
+  }
+
+  onStartupRejected(binding: string, clientAddress: string, reason: string): void {
+    this.opts.onStartupRejected?.(binding, clientAddress, reason);
   }
 
   /** Makes the listeners match `specs`: new ones open, removed ones close with their sessions. */

@@ -23,7 +23,7 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
     properties: {
       fqn: str,
       protocol: str,
-      upstream: { type: 'object', properties: { host: str, port: int, database: str, user: str, tls: str, ca: str } },
+      upstream: { type: 'object', properties: { host: str, port: int, database: str, user: str, tls: str, tls_negotiation: str, ca: str } },
       source,
     },
   },

@@ -116,11 +116,11 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
 }
 
 export function toServiceConfig(s: z.output<typeof serviceBody>): ServiceConfig {
-  const { ca, password, ...upstream } = s.upstream;
+  const { ca, password, tls_negotiation: tlsNegotiation, ...upstream } = s.upstream;
   return {
     fqn: s.fqn,
     protocol: s.protocol,
-    upstream: { ...upstream, ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
+    upstream: { ...upstream, tlsNegotiation, ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
   };
 }
 

@@ -72,6 +72,7 @@ export function createPgBindingRuntime(
       user: up.user,
       password: up.password,
       tls: up.tls,
+      tlsNegotiation: up.tlsNegotiation,
       ca: up.ca,
       connectTimeoutMs: config.limits.connectTimeoutMs,
       serviceFqn: service.fqn,

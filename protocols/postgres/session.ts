@@ -70,6 +70,7 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     onAuthFailure: (user, reason) => {
       for (const f of rt.stages) f.onAuthFailure?.({ binding: rt.fqn, protocol: PROTOCOL, user, clientAddress, reason });
     },
+    onStartupRejected: (reason) => host.onStartupRejected(rt.fqn, clientAddress, reason),
   });
   if (client === undefined) return;
   host.authenticated(socket);

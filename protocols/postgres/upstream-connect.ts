@@ -1,5 +1,6 @@
 // Dials the real PostgreSQL server of a service and runs the startup phase with the service's own
-// credentials: TLS negotiation (SSLRequest) per the service's mode, StartupMessage, authentication
+// credentials: TLS per the service's mode (after SSLRequest, or at once with the `postgresql` ALPN
+// protocol when `tls_negotiation: direct`, PostgreSQL 17+), StartupMessage, authentication
 // (auth/upstream-auth.ts), then ParameterStatus, BackendKeyData and ReadyForQuery. Hands the relay a
 // paused socket plus the raw startup frames to replay to the client. Also sends CancelRequests.
 // The StartupMessage is built here rather than with pg-protocol's serialize.startup because that one
@@ -16,7 +17,7 @@ import type { BackendKeyDataMessage, BackendMessage, DatabaseError } from 'pg-pr
 import { createUpstreamAuth, handleAuthRequest, type UpstreamAuthMethod } from './auth/upstream-auth.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameRef } from './frame-scanner.js';
 import { BackendCode, StartupCode } from './message-codes.js';
-import type { ServiceConfig, UpstreamTlsMode } from '../../control/config.js';
+import type { ServiceConfig, UpstreamTlsMode, UpstreamTlsNegotiation } from '../../control/config.js';
 
 type ServiceUpstream = ServiceConfig['upstream'];
 
@@ -77,6 +78,7 @@ export interface CancelTarget {
   host: string;
   port: number;
   tls?: UpstreamTlsMode;
+  tlsNegotiation?: UpstreamTlsNegotiation;
   ca?: string;
   connectTimeoutMs?: number;
   serviceFqn?: string;
@@ -87,6 +89,8 @@ const MAX_STARTUP_FRAME = 1 << 20;
 const DEFAULT_CANCEL_TIMEOUT_MS = 5000;
 const SSL_YES = 0x53; // S
 const SSL_NO = 0x4e; // N
+/** The ALPN protocol a direct TLS connection must offer (PostgreSQL 17). */
+const PG_ALPN = 'postgresql';
 const ALL_TYPES = frameTypeSet(Array.from({ length: 256 }, (_, i) => i));
 /** Startup parameters the target decides, and protocol options we do not negotiate. */
 const RESERVED_PARAM = /^(user|database|_pq_\..*)$/;
@@ -189,6 +193,21 @@ async function dial(t: CancelTarget, attempt: Attempt): Promise<net.Socket | tls
       throw unreachable(t, 'its TLS CA file cannot be read', `cannot read TLS CA file ${t.ca}: ${(err as Error).message}`);
     }
   }
+  const tlsOptions = {
+    host: t.host,
+    servername: net.isIP(t.host) === 0 ? t.host : undefined,
+    rejectUnauthorized: mode === 'verify-full',
+    ca,
+  };
+  // The config allows direct only with require or verify-full, so there is no plaintext fallback.
+  if (mode !== 'disable' && t.tlsNegotiation === 'direct') {
+    const direct = tls.connect({ ...tlsOptions, port: t.port, ALPNProtocols: [PG_ALPN] });
+    attempt.socket = direct;
+    await once(direct, 'secureConnect');
+    direct.setNoDelay(true);
+    if (direct.alpnProtocol !== PG_ALPN) throw unreachable(t, `the server did not accept the "${PG_ALPN}" ALPN protocol for direct TLS`);
+    return direct;
+  }
   const socket = net.connect({ host: t.host, port: t.port });
   attempt.socket = socket;
   await once(socket, 'connect');
@@ -201,13 +220,7 @@ async function dial(t: CancelTarget, attempt: Attempt): Promise<net.Socket | tls
     throw unreachable(t, `the server does not accept TLS (tls: ${mode})`);
   }
   if (answer !== SSL_YES) throw unreachable(t, `unexpected answer 0x${answer.toString(16)} to SSLRequest`);
-  const secure = tls.connect({
-    socket,
-    host: t.host,
-    servername: net.isIP(t.host) === 0 ? t.host : undefined,
-    rejectUnauthorized: mode === 'verify-full',
-    ca,
-  });
+  const secure = tls.connect({ ...tlsOptions, socket });
   attempt.socket = secure;
   await once(secure, 'secureConnect');
   return secure;

@@ -174,7 +174,7 @@ describe('control API over HTTP', () => {
     const created = await api.call('POST', '/v1/services', SERVICE);
     expect(created.status).toBe(201);
     expect(created.headers.get('location')).toBe(`/v1/services/${enc(SERVICE.fqn)}`);
-    expect(created.body).toEqual({ fqn: SERVICE.fqn, protocol: 'postgres', upstream: { host: '127.0.0.1', port: 5433, database: 'cache', user: 'cacher', tls: 'disable' }, source: 'api' });
+    expect(created.body).toEqual({ fqn: SERVICE.fqn, protocol: 'postgres', upstream: { host: '127.0.0.1', port: 5433, database: 'cache', user: 'cacher', tls: 'disable', tls_negotiation: 'postgres' }, source: 'api' });
     expect(JSON.stringify(created.body)).not.toContain('upstream-secret-1');
 
     const list = await api.call('GET', '/v1/services');
