@@ -141,11 +141,12 @@ describe('limits.max_pending_auth', () => {
     const refusedClients = attempts.filter((a) => !a.ok).length;
     expect(await sempipe.metric('sempipe_connections_refused_total', { binding: BINDING, reason: 'pending_auth' })).toBe(refusedBefore + refused.length + refusedClients);
 
-    // The accepted flood connections got the auth timeout; even those whose client never closes are
-    // gone from the workers, whose descriptors are back to where they were.
+    // The accepted flood connections were closed at the auth timeout, without a word as PostgreSQL
+    // closes them; even those whose client never closes are gone from the workers, whose
+    // descriptors are back to where they were.
     await until(async () => (await sempipe.metric('sempipe_connections_pending_auth', { binding: BINDING })) === 0, 'no pending connection', AUTH_TIMEOUT_MS + 3000);
     const timedOut = flood.filter((f) => !refused.includes(f));
-    expect(timedOut.every((f) => f.received().includes('C08006\0'))).toBe(true);
+    expect(timedOut.every((f) => f.received().length === 0)).toBe(true);
     await until(() => workerDescriptors() === baseline, `worker descriptors back at ${baseline}`, 5000);
     expect((await held.query('select 3 as three')).rows[0].three).toBe(3);
     await held.end();
