@@ -1,6 +1,6 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import type { BindingConfig, SempipeConfig } from '../control/config.js';
+import type { AnyBindingConfig, SempipeConfig } from '../control/config.js';
 import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
@@ -55,7 +55,7 @@ export function createStages(metrics: Metrics, audit: AuditLog | undefined, poli
 }
 
 /** The bindings `serve_bindings` lets this process's own workers listen for. */
-export function servedBindings(config: SempipeConfig): BindingConfig[] {
+export function servedBindings(config: SempipeConfig): AnyBindingConfig[] {
   const serve = config.serveBindings ?? '::/';
   if (serve === 'none') return [];
   const realm = parseRealm(serve);
@@ -64,13 +64,13 @@ export function servedBindings(config: SempipeConfig): BindingConfig[] {
 
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
-  return servedBindings(config).map((b) => ({
+  return servedBindings(config).flatMap((b) => b.protocol === 'mysql' ? [] : [{
     fqn: b.fqn,
     protocol: services.get(b.service)!.protocol,
     host: b.listen.host,
     port: b.listen.port,
     runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
-  }));
+  }]);
 }
 
 /**
