@@ -16,10 +16,15 @@ import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.j
 import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/postgres/binding-runtime.js';
 import { handlePgConnection, retainPooledUpstreams } from '../protocols/postgres/session.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
+import { createMysqlBindingRuntime, type MysqlBindingRuntime } from '../protocols/mysql/binding-runtime.js';
+import { handleMysqlConnection } from '../protocols/mysql/session.js';
+import { classifyMysql } from '../protocols/mysql/sql-classify.js';
+import { MysqlUpstreamError } from '../protocols/mysql/upstream-connect.js';
 import type { Logger } from 'pino';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
   postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
+  mysql: (socket, runtime, host) => handleMysqlConnection(socket, runtime as MysqlBindingRuntime, host),
 };
 
 /**
@@ -29,6 +34,8 @@ export const protocolHandlers: Record<string, ConnectionHandler> = {
  */
 export function prepareCredentials(config: SempipeConfig): SempipeConfig {
   for (const b of config.bindings) {
+    // MySQL's plugins check hashes of their own, derived from the password (protocols/mysql/binding-runtime.ts).
+    if (b.protocol === 'mysql') continue;
     for (const c of b.clients) {
       if (c.verifier === undefined && c.password !== undefined) {
         c.verifier = createScramVerifier(c.password);
@@ -50,7 +57,7 @@ export interface PolicyWiring {
 export function createStages(metrics: Metrics, audit: AuditLog | undefined, policy: PolicyWiring): StageFactory[] {
   const stages = [createMetricsStage(metrics)];
   if (audit !== undefined) stages.push(createAuditStage(audit));
-  stages.push(createPolicyStage({ ...policy, classify: classifySql, metrics }));
+  stages.push(createPolicyStage({ ...policy, classify: (text, protocol) => (protocol === 'mysql' ? classifyMysql(text) : classifySql(text)), metrics }));
   return stages;
 }
 
@@ -64,13 +71,16 @@ export function servedBindings(config: SempipeConfig): AnyBindingConfig[] {
 
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
-  return servedBindings(config).flatMap((b) => b.protocol === 'mysql' ? [] : [{
+  return servedBindings(config).map((b) => ({
     fqn: b.fqn,
     protocol: services.get(b.service)!.protocol,
     host: b.listen.host,
     port: b.listen.port,
-    runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
-  }]);
+    runtime:
+      b.protocol === 'mysql'
+        ? createMysqlBindingRuntime(b, services.get(b.service)!, config, stages)
+        : createPgBindingRuntime(b, services.get(b.service)!, config, stages),
+  }));
 }
 
 /**
@@ -85,9 +95,12 @@ export function retainProtocolState(specs: readonly BindingSpec[]): void {
 export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError'> {
   return {
     onUpstreamError: (binding, error) => {
-      const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
+      const code =
+        error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code)
+        : error instanceof MysqlUpstreamError ? String(error.upstreamErrno ?? 'connect')
+        : 'unknown';
       recordUpstreamError(metrics, binding, code);
-      const detail = error instanceof UpstreamError ? error.upstreamMessage : undefined;
+      const detail = error instanceof UpstreamError || error instanceof MysqlUpstreamError ? error.upstreamMessage : undefined;
       log.warn({ binding, code, detail, err: error instanceof Error ? error.message : String(error) }, 'upstream error');
     },
     onError: (message, error) => log.error({ err: error instanceof Error ? error.message : String(error) }, message),

@@ -18,8 +18,8 @@ export interface PolicyStageOptions {
   policies: PolicySet;
   /** Session counting for max_sessions (cross-worker in a multi-process sempipe). */
   slots: SessionSlots;
-  /** Classifies a statement text (PostgreSQL: classifySql). */
-  classify: (text: string) => Classification;
+  /** Classifies a statement text in the session's protocol (PostgreSQL: classifySql). */
+  classify: (text: string, protocol: string) => Classification;
   metrics?: Metrics;
   /**
    * Worker processes sharing each binding's traffic: each enforces binding_rate / workerCount
@@ -188,10 +188,10 @@ export function createPolicyStage(opts: PolicyStageOptions): StageFactory {
           });
         },
         judges: () => current().rules.judges,
-        onStatement(_s, event): Verdict | Promise<Verdict> | undefined {
+        onStatement(s, event): Verdict | Promise<Verdict> | undefined {
           const { rules, forward } = current();
           if (!rules.judges) return undefined;
-          const classification = classify(event.text);
+          const classification = classify(event.text, s.protocol);
           const denial = decideStatements(rules, classification.statements) ?? rateDenial(rules, Number(event.receivedAt) / 1e6);
           if (denial !== undefined) return denial;
           if (rules.hasHooks) return withHooks(rules, event, classification, forward) ?? forward;

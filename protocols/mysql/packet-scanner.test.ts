@@ -38,6 +38,15 @@ describe('PacketScanner', () => {
     expect(scanner.idle).toBe(true);
   });
 
+  it('tells where each packet lies in the chunk, and that a packet began in an earlier chunk', () => {
+    const spans: Array<[number, number]> = [];
+    const scanner = new PacketScanner(1000, { wants: () => false, onPacket: (p) => spans.push([p.startInChunk, p.endInChunk]) });
+    scanner.scan(QUERY);
+    scanner.scan(QUERY.subarray(0, 6));
+    scanner.scan(QUERY.subarray(6));
+    expect(spans).toEqual([[0, 13], [13, 18], [-1, 7], [7, 12]]);
+  });
+
   it('gives the same packets for a stream split at every offset, wanted or only counted', () => {
     for (const want of [true, false]) {
       const whole = collect(want);

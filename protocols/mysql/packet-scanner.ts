@@ -29,6 +29,10 @@ export interface PacketRef {
   /** True when the payload is MAX_PACKET_PAYLOAD bytes: the message continues in the next packet. */
   continues: boolean;
   payload: Buffer | undefined;
+  /** Offset in the current chunk just past the packet. */
+  endInChunk: number;
+  /** Offset in the current chunk where the packet's header began; -1 when it began in an earlier chunk. */
+  startInChunk: number;
 }
 
 export interface PacketHandler {
@@ -40,7 +44,7 @@ export interface PacketHandler {
 export class PacketScanner {
   private readonly header = Buffer.allocUnsafe(HEADER_BYTES);
   private headerFill = 0;
-  private readonly ref: PacketRef = { seq: 0, length: 0, firstByte: -1, continues: false, payload: undefined };
+  private readonly ref: PacketRef = { seq: 0, length: 0, firstByte: -1, continues: false, payload: undefined, endInChunk: 0, startInChunk: -1 };
   /** The packet whose payload is being read or skipped. */
   private remaining = 0;
   private partial: Buffer | undefined;
@@ -49,6 +53,9 @@ export class PacketScanner {
   private awaitingFirstByte = false;
   private messageBytes = 0;
   status: ScanStatus = ScanStatus.Ok;
+  /** Where the last scan stopped after `stop()`; -1 when it ran to the end. */
+  stoppedAt = -1;
+  private stopRequested = false;
 
   constructor(
     private readonly maxMessageSize: number,
@@ -65,14 +72,28 @@ export class PacketScanner {
     return this.headerFill === 0 && this.remaining === 0 && !this.awaitingFirstByte;
   }
 
+  /** Called from onPacket: the scan returns after this packet, with `stoppedAt` just past it. */
+  stop(): void {
+    this.stopRequested = true;
+  }
+
   /** Scans bytes [start, end) of `chunk`; returns false (and sets `status`) when the stream is invalid. */
   scan(chunk: Buffer, start = 0, end = chunk.length): boolean {
     let pos = start;
+    this.stoppedAt = -1;
+    // A packet carried over from the previous chunk began before this one.
+    if (!this.idle) this.ref.startInChunk = -1;
     while (pos < end) {
+      if (this.stopRequested) {
+        this.stopRequested = false;
+        this.stoppedAt = pos;
+        return true;
+      }
       if (this.remaining === 0 && !this.awaitingFirstByte) {
         if (this.headerFill === 0 && end - pos >= HEADER_BYTES) {
           const length = chunk[pos]! | (chunk[pos + 1]! << 8) | (chunk[pos + 2]! << 16);
           if (!this.begin(length, chunk[pos + 3]!)) return false;
+          this.ref.startInChunk = pos;
           pos += HEADER_BYTES;
         } else {
           const n = Math.min(HEADER_BYTES - this.headerFill, end - pos);
@@ -82,9 +103,10 @@ export class PacketScanner {
           if (this.headerFill < HEADER_BYTES) return true;
           this.headerFill = 0;
           if (!this.begin(this.header.readUIntLE(0, 3), this.header[3]!)) return false;
+          this.ref.startInChunk = -1;
         }
         if (this.ref.length === 0) {
-          this.emit(undefined);
+          this.emit(undefined, pos);
           continue;
         }
         this.awaitingFirstByte = true;
@@ -96,7 +118,7 @@ export class PacketScanner {
         ref.firstByte = chunk[pos]!;
         if (this.handler.wants(ref.length, ref.firstByte, ref.seq)) {
           if (end - pos >= ref.length) {
-            this.emit(chunk.subarray(pos, pos + ref.length));
+            this.emit(chunk.subarray(pos, pos + ref.length), pos + ref.length);
             pos += ref.length;
             continue;
           }
@@ -117,8 +139,12 @@ export class PacketScanner {
       if (this.remaining === 0) {
         const payload = this.partial;
         this.partial = undefined;
-        this.emit(payload);
+        this.emit(payload, pos);
       }
+    }
+    if (this.stopRequested) {
+      this.stopRequested = false;
+      this.stoppedAt = pos;
     }
     return true;
   }
@@ -137,9 +163,10 @@ export class PacketScanner {
     return true;
   }
 
-  private emit(payload: Buffer | undefined): void {
+  private emit(payload: Buffer | undefined, endInChunk: number): void {
     const ref = this.ref;
     ref.payload = payload;
+    ref.endInChunk = endInChunk;
     if (!ref.continues) this.messageBytes = 0;
     this.handler.onPacket(ref);
     ref.payload = undefined;
