@@ -101,6 +101,8 @@ export class MysqlRelay {
   private outFrom = 0;
   /** Rows past a max_rows limit and the server's end of a stopped statement are dropped. */
   private dropping = false;
+  /** Sequence id of the last server packet relayed to the client. */
+  private lastSeqToClient = 0;
   /** The packet the last chunk ended in was held back (careful mode), not forwarded in part. */
   private partialHeld = false;
   private messageSeq = NO_SEQ;
@@ -566,12 +568,14 @@ export class MysqlRelay {
     const err = fromVerdict(described.code, described.message);
     this.report(head.text, head.index, head.rows, 'denied', { ...described, code: err.sqlState }, head.receivedAt, head.judgedNs, head);
     this.dropServerPacket(p);
-    this.writeClient(errorPacket(err, p.seq));
+    // The client counts sequence ids over what it received, not over the rows dropped.
+    this.writeClient(errorPacket(err, (this.lastSeqToClient + 1) & 0xff));
     this.complete(head);
   }
 
   /** Forwards a packet in careful mode (in normal mode the whole chunk goes at the end of the scan). */
   private passServerPacket(p: PacketRef): void {
+    this.lastSeqToClient = p.seq;
     if (!this.careful()) return;
     if (p.startInChunk < 0 && this.partialHeld && p.payload !== undefined) {
       // Assembled from several chunks whose bytes were held back: sent whole now.
