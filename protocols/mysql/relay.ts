@@ -652,13 +652,23 @@ export class MysqlRelay {
     if (this.ended) return;
     const notify = err !== undefined && this.serverScanner.idle && !this.client.destroyed;
     this.end(reason, message ?? err?.message);
-    // An error outside an exchange carries sequence id 0 (clients read it as the answer to their next command).
-    if (notify) this.client.end(errorPacket(err, 0));
+    if (notify) this.client.end(errorPacket(err, this.closingSeq()));
     else this.client.destroy();
     if (!this.upstream.destroyed) {
       if (this.clientScanner.idle) this.upstream.end(packet(Buffer.from([Command.Quit]), 0));
       else this.upstream.destroy();
     }
+  }
+
+  /**
+   * The sequence id the client expects next: 1 for the answer to a command the server has not begun
+   * to answer, the next one within an answer, 0 outside any exchange.
+   */
+  private closingSeq(): number {
+    const head = this.pending[0];
+    if (head === undefined) return 0;
+    if (this.phase === Phase.First && head.index === 0) return 1;
+    return (this.lastSeqToClient + 1) & 0xff;
   }
 
   private end(reason: EndReason, message?: string): void {
