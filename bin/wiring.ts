@@ -1,6 +1,6 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import type { BindingConfig, SempipeConfig } from '../control/config.js';
+import type { AnyBindingConfig, SempipeConfig } from '../control/config.js';
 import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
@@ -19,10 +19,15 @@ import { handlePgConnection, retainPooledUpstreams } from '../protocols/postgres
 import { errorResponse } from '../protocols/postgres/backend-messages.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
 import { pgErrors } from '../protocols/postgres/wire-errors.js';
+import { createMysqlBindingRuntime, type MysqlBindingRuntime } from '../protocols/mysql/binding-runtime.js';
+import { handleMysqlConnection } from '../protocols/mysql/session.js';
+import { classifyMysql } from '../protocols/mysql/sql-classify.js';
+import { MysqlUpstreamError } from '../protocols/mysql/upstream-connect.js';
 import type { Logger } from 'pino';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
   postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
+  mysql: (socket, runtime, host) => handleMysqlConnection(socket, runtime as MysqlBindingRuntime, host),
 };
 
 /** What each protocol answers a connection refused for load (DataPlaneOptions.refusalReplies). */
@@ -51,6 +56,8 @@ export function pendingAuthLimits(config: SempipeConfig): PendingAuthLimits {
 export function prepareCredentials(config: SempipeConfig): SempipeConfig {
   const secret = config.saltSecret === undefined ? undefined : Buffer.from(config.saltSecret, 'utf8');
   for (const b of config.bindings) {
+    // MySQL's plugins check hashes of their own, derived from the password (protocols/mysql/binding-runtime.ts).
+    if (b.protocol === 'mysql') continue;
     for (const c of b.clients) {
       if (c.verifier === undefined && c.password !== undefined) {
         const salt = secret === undefined ? undefined : deriveScramSalt(secret, b.fqn, c.user);
@@ -73,12 +80,12 @@ export interface PolicyWiring {
 export function createStages(metrics: Metrics, audit: AuditLog | undefined, policy: PolicyWiring): StageFactory[] {
   const stages = [createMetricsStage(metrics)];
   if (audit !== undefined) stages.push(createAuditStage(audit));
-  stages.push(createPolicyStage({ ...policy, classify: (text, session) => classifyForSession(text, session.replication), metrics }));
+  stages.push(createPolicyStage({ ...policy, classify: (text, session) => (session.protocol === 'mysql' ? classifyMysql(text) : classifyForSession(text, session.replication)), metrics }));
   return stages;
 }
 
 /** The bindings `serve_bindings` lets this process's own workers listen for. */
-export function servedBindings(config: SempipeConfig): BindingConfig[] {
+export function servedBindings(config: SempipeConfig): AnyBindingConfig[] {
   const serve = config.serveBindings ?? '::/';
   if (serve === 'none') return [];
   const realm = parseRealm(serve);
@@ -92,7 +99,10 @@ export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactor
     protocol: services.get(b.service)!.protocol,
     host: b.listen.host,
     port: b.listen.port,
-    runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
+    runtime:
+      b.protocol === 'mysql'
+        ? createMysqlBindingRuntime(b, services.get(b.service)!, config, stages)
+        : createPgBindingRuntime(b, services.get(b.service)!, config, stages),
   }));
 }
 
@@ -128,7 +138,10 @@ export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlan
       log.debug({ binding, client, reason }, 'startup packet rejected');
     },
     onUpstreamError: (binding, error) => {
-      const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
+      const code =
+        error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code)
+        : error instanceof MysqlUpstreamError ? String(error.upstreamErrno ?? 'connect')
+        : 'unknown';
       recordUpstreamError(metrics, binding, code);
       // The client was told the service and the kind of failure; where the server is and what Node or
       // the server said about it goes here only.

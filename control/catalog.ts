@@ -8,7 +8,7 @@
 // with the reason until the operator deletes it or the conflict goes away.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
+import { formatHostPort, type AnyBindingConfig, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
 import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
@@ -45,7 +45,7 @@ export interface BindingView {
   service: string;
   listen: string;
   database: string;
-  auth: ClientAuthMethod;
+  auth: AnyBindingConfig['auth'];
   users: string[];
   tls?: { required: boolean };
   source: Source;
@@ -421,7 +421,7 @@ function serviceView(s: ServiceConfig, source: Source): ServiceView {
   return { fqn: s.fqn, protocol: s.protocol, upstream: { ...upstream, tls_negotiation: tlsNegotiation ?? 'postgres' }, source };
 }
 
-function bindingView(b: BindingConfig, source: Source): BindingView {
+function bindingView(b: AnyBindingConfig, source: Source): BindingView {
   return {
     fqn: b.fqn,
     service: b.service,

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { FqnError, parseFqn, parseRealm, type FqnType } from './fqn.js';
 import { policySchema } from './policy/policy-schema.js';
 import { parseDuration, parseSize } from './units.js';
+import { createMysqlConfigSchemas } from '../protocols/mysql/config-schema.js';
 
 export const UPSTREAM_TLS_MODES = ['disable', 'prefer', 'require', 'verify-full'] as const;
 /** How TLS starts upstream: SSLRequest first (`postgres`), or a TLS handshake at once (`direct`, PostgreSQL 17+). */
@@ -231,6 +232,7 @@ const bindingTlsSchema = z.strictObject({
 const bindingSchema = z
   .strictObject({
     fqn: fqn('binding'),
+    protocol: z.literal('postgres'),
     service: fqn('service'),
     listen,
     database: nonEmpty.optional(),
@@ -257,14 +259,17 @@ const bindingSchema = z
     }
   });
 
+const mysql = createMysqlConfigSchemas({ serviceFqn: fqn('service'), bindingFqn: fqn('binding'), listen, bindingTls: bindingTlsSchema, port: integer(1, 65535) });
+
 export const configSchema = z.strictObject({
   admin: adminSchema.prefault({}),
   workers: workersSchema.optional(),
   limits: limitsSchema.prefault({}),
   auth: authSchema.prefault({}),
   audit: auditSchema.prefault({}),
-  services: z.array(serviceSchema).default([]),
-  bindings: z.array(bindingSchema).default([]),
+  services: z.array(z.discriminatedUnion('protocol', [serviceSchema, mysql.service])).default([]),
+  /** A binding's `protocol` is its service's; config.ts fills it in before validation. */
+  bindings: z.array(z.discriminatedUnion('protocol', [bindingSchema, mysql.binding])).default([]),
   policies: z.array(policySchema).default([]),
   /** Where the state store keeps its data; relative to the config file's directory. */
   state_dir: nonEmpty.default('./sempipe-data'),

@@ -322,7 +322,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
       [{ 4: '    upstream:', 5: '', 6: '', 7: '', 8: '' }, 4, 'services[0].upstream', 'expected a mapping, got an empty value'],
       [{ 6: '      port: [5432]' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535'],
       [{ 6: '      port: 70000' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535, got 70000'],
-      [{ 3: '    protocol: mysql' }, 3, 'services[0].protocol', 'expected "postgres", got "mysql"'],
+      [{ 3: '    protocol: oracle' }, 3, 'services[0].protocol', 'expected "postgres" | "mysql", got "oracle"'],
       [{ 5: '      host: 127' }, 5, 'services[0].upstream.host', 'expected a string, got a number (quote the value to make it a string)'],
       [{ 5: '      host: ""' }, 5, 'services[0].upstream.host', 'must not be empty'],
     ])('%j', (replacements, line, path, reason) => {

@@ -22,6 +22,8 @@ import {
   type UPSTREAM_TLS_NEGOTIATIONS,
 } from './config-schema.js';
 
+import type { MysqlAuthMethod } from '../protocols/mysql/config-schema.js';
+
 export { formatHostPort, type HostPort };
 
 /** 'disable' | 'prefer' | 'require' | 'verify-full' */
@@ -31,9 +33,12 @@ export type UpstreamTlsNegotiation = (typeof UPSTREAM_TLS_NEGOTIATIONS)[number];
 /** 'scram-sha-256' | 'md5' | 'password' */
 export type ClientAuthMethod = (typeof CLIENT_AUTH_METHODS)[number];
 
+export type ServiceProtocol = 'postgres' | 'mysql';
+
+/** Both protocols' services share the `upstream` keys; only the port's default differs. */
 export interface ServiceConfig {
   fqn: string;
-  protocol: 'postgres';
+  protocol: ServiceProtocol;
   upstream: {
     host: string;
     port: number;
@@ -61,7 +66,9 @@ export interface BindingTls {
   required: boolean;
 }
 
+/** A PostgreSQL binding (`protocol` is absent where bindings were PostgreSQL's only, e.g. the state store). */
 export interface BindingConfig {
+  protocol?: 'postgres';
   fqn: string;
   service: string;
   listen: HostPort;
@@ -71,6 +78,20 @@ export interface BindingConfig {
   clients: ClientCredential[];
   tls?: BindingTls;
 }
+
+export interface MysqlBindingConfig {
+  protocol: 'mysql';
+  fqn: string;
+  service: string;
+  listen: HostPort;
+  database: string;
+  auth: MysqlAuthMethod;
+  /** Each with its password (MySQL's challenges need it, or a hash derived from it). */
+  clients: ClientCredential[];
+  tls?: BindingTls;
+}
+
+export type AnyBindingConfig = BindingConfig | MysqlBindingConfig;
 
 export interface SempipeConfig {
   /** Absolute path of the file it came from. */
@@ -97,7 +118,7 @@ export interface SempipeConfig {
   /** destination: 'stdout' | 'stderr' | an absolute path. */
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
   services: ServiceConfig[];
-  bindings: BindingConfig[];
+  bindings: AnyBindingConfig[];
   /** Policies of the file, validated and normalized (see control/policy/policy-schema.ts). */
   policies: PolicyDocument[];
   /** Absolute path of the state directory (`state_dir`, default ./sempipe-data beside the file). */
@@ -182,6 +203,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   } catch (err) {
     throw new ConfigError(file, undefined, '', (err as Error).message);
   }
+  inferBindingProtocols(data);
   const parsed = configSchema.safeParse(data);
   if (!parsed.success) return refuse(parsed.error.issues.flatMap((issue) => describeIssue(issue, data)));
   const raw = parsed.data;
@@ -194,6 +216,24 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const fileProblems = checkFiles(raw, baseDir);
   if (fileProblems.length > 0) refuse(fileProblems);
   return normalize(raw, resolve(file), baseDir);
+}
+
+/**
+ * A binding's `protocol` is its service's, so that the binding is validated against that protocol's
+ * keys; a binding of an unknown service is checked as PostgreSQL's and then refused by name.
+ */
+function inferBindingProtocols(data: unknown): void {
+  const root = data as { services?: unknown; bindings?: unknown } | null;
+  if (root === null || typeof root !== 'object' || !Array.isArray(root.bindings)) return;
+  const protocols = new Map<unknown, unknown>();
+  if (Array.isArray(root.services)) {
+    for (const s of root.services as unknown[]) if (s !== null && typeof s === 'object') protocols.set((s as Record<string, unknown>).fqn, (s as Record<string, unknown>).protocol);
+  }
+  for (const b of root.bindings as unknown[]) {
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) continue;
+    const binding = b as Record<string, unknown>;
+    if (binding.protocol === undefined) binding.protocol = protocols.get(binding.service) ?? 'postgres';
+  }
 }
 
 // ${NAME} is replaced by env.NAME; $${NAME} stays as the literal text ${NAME}; any other "${" is an
@@ -293,6 +333,11 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown): Problem[] {
       const quoteHint = issue.expected === 'string' && (typeof value === 'number' || typeof value === 'boolean') ? ' (quote the value to make it a string)' : '';
       return [{ path, reason: `expected ${EXPECTED[issue.expected] ?? issue.expected}, got ${describeValue(value)}${quoteHint}` }];
     }
+    case 'invalid_union':
+      if (issue.discriminator !== undefined && 'options' in issue && issue.options !== undefined) {
+        return [{ path, reason: `expected ${issue.options.map((v) => JSON.stringify(v)).join(' | ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}` }];
+      }
+      return [{ path, reason: issue.message }];
     case 'invalid_value':
       return [{ path, reason: `expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}` }];
     default:
@@ -391,11 +436,22 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
         user: s.upstream.user,
         ...(s.upstream.password !== undefined && { password: s.upstream.password }),
         tls: s.upstream.tls,
-        tlsNegotiation: s.upstream.tls_negotiation,
+        ...('tls_negotiation' in s.upstream && { tlsNegotiation: s.upstream.tls_negotiation }),
         ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
       },
     })),
-    bindings: raw.bindings.map((b) => ({
+    bindings: raw.bindings.map((b): AnyBindingConfig => b.protocol === 'mysql' ? {
+      protocol: 'mysql',
+      fqn: b.fqn,
+      service: b.service,
+      listen: b.listen,
+      database: b.database ?? upstreamDatabase.get(b.service)!,
+      auth: b.auth,
+      clients: b.clients.map((c) => ({ user: c.user, password: c.password })),
+      ...(b.tls !== undefined && {
+        tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
+      }),
+    } : {
       fqn: b.fqn,
       service: b.service,
       listen: b.listen,
@@ -410,7 +466,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       ...(b.tls !== undefined && {
         tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
       }),
-    })),
+    }),
     policies: raw.policies,
     stateDir: resolve(baseDir, raw.state_dir),
     ...(raw.auth.salt_secret !== undefined && { saltSecret: raw.auth.salt_secret }),

@@ -5,13 +5,13 @@
 // Certificate and CA files live on the control plane's disk, so their contents travel inside the
 // snapshot and the data plane writes them into its own cache directory.
 import { readFileSync } from 'node:fs';
-import type { BindingConfig, SempipeConfig, ServiceConfig } from './config.js';
+import type { BindingConfig, MysqlBindingConfig, SempipeConfig, ServiceConfig } from './config.js';
 import { parseFqn, parseRealm, realmCovers } from './fqn.js';
 import type { PolicyDocument } from './policy/policy-schema.js';
 
-export interface SnapshotBinding extends Omit<BindingConfig, 'tls'> {
+export type SnapshotBinding = (Omit<BindingConfig, 'tls'> | Omit<MysqlBindingConfig, 'tls'>) & {
   tls?: { certPem: string; keyPem: string; required: boolean };
-}
+};
 
 export interface SnapshotService extends Omit<ServiceConfig, 'upstream'> {
   upstream: Omit<ServiceConfig['upstream'], 'ca'> & { caPem?: string };

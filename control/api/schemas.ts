@@ -116,11 +116,12 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
 }
 
 export function toServiceConfig(s: z.output<typeof serviceBody>): ServiceConfig {
-  const { ca, password, tls_negotiation: tlsNegotiation, ...upstream } = s.upstream;
+  const { ca, password, ...rest } = s.upstream;
+  const { tls_negotiation: tlsNegotiation, ...upstream } = 'tls_negotiation' in rest ? rest : { ...rest, tls_negotiation: undefined };
   return {
     fqn: s.fqn,
     protocol: s.protocol,
-    upstream: { ...upstream, tlsNegotiation, ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
+    upstream: { ...upstream, ...(tlsNegotiation !== undefined && { tlsNegotiation }), ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
   };
 }
 

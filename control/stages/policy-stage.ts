@@ -20,7 +20,7 @@ export interface PolicyStageOptions {
   policies: PolicySet;
   /** Session counting for max_sessions (cross-worker in a multi-process sempipe). */
   slots: SessionSlots;
-  /** Classifies a statement text of a session (PostgreSQL: classifySql, or replication commands on a replication session). */
+  /** Classifies a statement text of a session in its protocol (PostgreSQL: classifySql, or replication commands on a replication session). */
   classify: (text: string, session: SessionInfo) => Classification;
   metrics?: Metrics;
   /**
@@ -197,10 +197,10 @@ export function createPolicyStage(opts: PolicyStageOptions): StageFactory {
           });
         },
         judges: () => current().rules.judges,
-        onStatement(_s, event): Verdict | Promise<Verdict> | undefined {
+        onStatement(s, event): Verdict | Promise<Verdict> | undefined {
           const { rules, forward } = current();
           if (!rules.judges) return undefined;
-          const classification = classify(event.text, session);
+          const classification = classify(event.text, s);
           const denial = decideStatements(rules, classification.statements) ?? rateDenial(rules, Number(event.receivedAt) / 1e6);
           if (denial !== undefined) return denial;
           // A replication command may stream for as long as the session lasts: no row or time limit.
