@@ -1,6 +1,6 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import type { BindingConfig, SempipeConfig } from '../control/config.js';
+import { isUnixSocket, type BindingConfig, type SempipeConfig } from '../control/config.js';
 import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
@@ -19,7 +19,7 @@ import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
 import type { Logger } from 'pino';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
-  postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
+  postgres: (socket, runtime, host, peer) => handlePgConnection(socket, runtime as PgBindingRuntime, host, peer),
 };
 
 /**
@@ -62,13 +62,18 @@ export function servedBindings(config: SempipeConfig): BindingConfig[] {
   return config.bindings.filter((b) => realmCovers(realm, parseFqn(b.fqn)));
 }
 
+/** The Unix socket files of the bindings this process serves. */
+export function unixSocketPaths(config: SempipeConfig): string[] {
+  return servedBindings(config).flatMap((b) => b.listen.flatMap((a) => (isUnixSocket(a) ? [a.path] : [])));
+}
+
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
   return servedBindings(config).map((b) => ({
     fqn: b.fqn,
     protocol: services.get(b.service)!.protocol,
-    host: b.listen.host,
-    port: b.listen.port,
+    listen: b.listen,
+    ...(b.unixSocket !== undefined && { unixSocket: b.unixSocket }),
     runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
   }));
 }

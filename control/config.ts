@@ -13,15 +13,23 @@ import type { z } from 'zod';
 import type { PolicyDocument } from './policy/policy-schema.js';
 import {
   configSchema,
+  DEFAULT_UNIX_SOCKET_MODE,
   formatHostPort,
+  formatListenAddress,
+  isUnixSocket,
   limitsSchema,
   type CLIENT_AUTH_METHODS,
   type HostPort,
+  type ListenAddress,
   type RawConfig,
+  type UnixSocketAddress,
   type UPSTREAM_TLS_MODES,
 } from './config-schema.js';
 
-export { formatHostPort, type HostPort };
+export { formatHostPort, formatListenAddress, isUnixSocket, type HostPort, type ListenAddress, type UnixSocketAddress };
+
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+export const MAX_UNIX_SOCKET_PATH_BYTES = 107;
 
 /** 'disable' | 'prefer' | 'require' | 'verify-full' */
 export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number];
@@ -56,10 +64,20 @@ export interface BindingTls {
   required: boolean;
 }
 
+export interface UnixSocketOptions {
+  /** Permission bits, e.g. 0o777 (the default, as PostgreSQL's unix_socket_permissions). */
+  mode: number;
+  /** Group name or numeric id; absent: the process's group. */
+  group?: string;
+}
+
 export interface BindingConfig {
   fqn: string;
   service: string;
-  listen: HostPort;
+  /** TCP addresses and Unix socket files (absolute paths), in the file's order; at least one. */
+  listen: ListenAddress[];
+  /** Mode and group of the binding's Unix socket files; present when it has one. */
+  unixSocket?: UnixSocketOptions;
   database: string;
   auth: ClientAuthMethod;
   allowPasswordWithoutTls: boolean;
@@ -174,7 +192,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const baseDir = dirname(resolve(file));
   const where = (path: Path): string =>
     valueAt(data, path) === undefined ? `${formatPath(path)} (default)` : `${formatPath(path)}, line ${lineOf(doc, lineAt, path) ?? '?'}`;
-  const crossProblems = checkAcrossResources(raw, where);
+  const crossProblems = checkAcrossResources(raw, baseDir, where, (path) => Array.isArray(valueAt(data, path)));
   if (crossProblems.length > 0) refuse(crossProblems);
   const fileProblems = checkFiles(raw, baseDir);
   if (fileProblems.length > 0) refuse(fileProblems);
@@ -286,7 +304,7 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown): Problem[] {
 }
 
 /** References between resources, listener conflicts and duplicate FQNs; `where` names an earlier definition. */
-function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Problem[] {
+function checkAcrossResources(raw: RawConfig, baseDir: string, where: (path: Path) => string, isList: (path: Path) => boolean): Problem[] {
   const problems: Problem[] = [];
   const fqns = new Map<string, Path>();
   const claimFqn = (fqn: string, path: Path): void => {
@@ -301,10 +319,19 @@ function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Pr
   raw.bindings.forEach((b, i) => {
     claimFqn(b.fqn, ['bindings', i, 'fqn']);
     if (!services.has(b.service)) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
-    const address = formatHostPort(b.listen);
-    const owner = listeners.get(address);
-    if (owner !== undefined) problems.push({ path: ['bindings', i, 'listen'], reason: `address ${address} is already used by ${where(owner)}` });
-    else listeners.set(address, ['bindings', i, 'listen']);
+    b.listen.forEach((a, j) => {
+      const path: Path = isList(['bindings', i, 'listen']) ? ['bindings', i, 'listen', j] : ['bindings', i, 'listen'];
+      const address = formatListenAddress(resolveListenAddress(a, baseDir));
+      const owner = listeners.get(address);
+      if (owner !== undefined) problems.push({ path, reason: `address ${address} is already used by ${where(owner)}` });
+      else listeners.set(address, path);
+      if (isUnixSocket(a)) {
+        const bytes = Buffer.byteLength(resolve(baseDir, a.path));
+        if (bytes > MAX_UNIX_SOCKET_PATH_BYTES) {
+          problems.push({ path, reason: `the socket path ${resolve(baseDir, a.path)} is ${bytes} bytes; the system allows at most ${MAX_UNIX_SOCKET_PATH_BYTES}` });
+        }
+      }
+    });
   });
   return problems;
 }
@@ -332,6 +359,11 @@ function checkFiles(raw: RawConfig, baseDir: string): Problem[] {
     check(b.tls?.key, ['bindings', i, 'tls', 'key']);
   });
   return problems;
+}
+
+/** A Unix socket path relative to the config file's directory becomes absolute; TCP addresses stay. */
+function resolveListenAddress(a: ListenAddress, baseDir: string): ListenAddress {
+  return isUnixSocket(a) ? { path: resolve(baseDir, a.path) } : a;
 }
 
 function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
@@ -380,7 +412,10 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
     bindings: raw.bindings.map((b) => ({
       fqn: b.fqn,
       service: b.service,
-      listen: b.listen,
+      listen: b.listen.map((a) => resolveListenAddress(a, baseDir)),
+      ...(b.listen.some(isUnixSocket) && {
+        unixSocket: { mode: b.unix_socket_mode ?? DEFAULT_UNIX_SOCKET_MODE, ...(b.unix_socket_group !== undefined && { group: b.unix_socket_group }) },
+      }),
       database: b.database ?? upstreamDatabase.get(b.service)!,
       auth: b.auth,
       allowPasswordWithoutTls: b.allow_password_without_tls,

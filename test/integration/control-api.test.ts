@@ -14,7 +14,7 @@ import { startAdminServer, type AdminServer } from '../../control/admin-server.j
 import { assertApiExposure, ApiExposureError, resolveAdminToken } from '../../control/api/auth.js';
 import { API_ROUTES, createApiHandler, type SessionDirectory, type SessionSummary } from '../../control/api/router.js';
 import { openCatalog, type Catalog } from '../../control/catalog.js';
-import { parseConfig, type SempipeConfig } from '../../control/config.js';
+import { parseConfig, type HostPort, type SempipeConfig } from '../../control/config.js';
 import { openStateStore } from '../../control/state-store.js';
 import { parseScramVerifier, verifyPasswordAgainstScram } from '../../protocols/postgres/auth/scram-verifier.js';
 
@@ -235,7 +235,8 @@ describe('control API over HTTP', () => {
     expect(created.body.fqn).toBe('binding::/prod/billing::cache-job');
     expect(user).toBe('cache-job');
     expect(password).toMatch(/^[A-Za-z0-9_-]{32}$/);
-    const port = api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.listen.port;
+    const [address] = api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.listen as [HostPort];
+    const port = address.port;
     expect(uri).toBe(`postgres://cache-job:${password}@127.0.0.1:${port}/cache`);
     const parsed = new URL(uri);
     expect([parsed.protocol, parsed.username, decodeURIComponent(parsed.password), parsed.hostname, parsed.pathname]).toEqual(['postgres:', 'cache-job', password, '127.0.0.1', '/cache']);
