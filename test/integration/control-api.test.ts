@@ -44,7 +44,7 @@ function fileConfig(): SempipeConfig {
 bindings:
   - fqn: binding::/prod::file-api
     service: service::/prod::orders
-    listen: 127.0.0.1:16499
+    listen: ["unix:/tmp/sempipe-control-api/.s.PGSQL.16499", 127.0.0.1:16499]
     clients: [ { user: app, password: app-pw } ]
 `,
     '/tmp/sempipe-control-api.yaml',
@@ -254,6 +254,8 @@ describe('control API over HTTP', () => {
     });
     const list = await api.call('GET', '/v1/bindings');
     expect(list.body.bindings.map((b: any) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod/billing::cache-job']);
+    // Several addresses show as the file's list; one as a string.
+    expect(list.body.bindings.map((b: any) => b.listen)).toEqual([['unix:/tmp/sempipe-control-api/.s.PGSQL.16499', '127.0.0.1:16499'], `127.0.0.1:${port}`]);
     expect(JSON.stringify(list.body)).not.toMatch(/SCRAM|app-pw|verifier|password/);
 
     // The stored row holds a SCRAM verifier for that password, and the password is nowhere in the files.
