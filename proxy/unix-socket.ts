@@ -4,7 +4,7 @@
 // node:cluster the primary holds that handle and closes it when the last worker stops listening).
 import { execFile } from 'node:child_process';
 import cluster from 'node:cluster';
-import { chmod, chown, lstat, readFile, unlink } from 'node:fs/promises';
+import { chmod, chown, lstat, readFile, stat, unlink } from 'node:fs/promises';
 import { connect, type Server } from 'node:net';
 import { dirname } from 'node:path';
 
@@ -19,7 +19,7 @@ export async function listenUnixSocket(server: Server, path: string): Promise<vo
     await listenOnce(server, path);
     return;
   } catch (err) {
-    if (errorCode(err) !== 'EADDRINUSE') throw describeListenError(err, path);
+    if (errorCode(err) !== 'EADDRINUSE') throw await describeListenError(err, path);
   }
   const state = await socketFileState(path);
   if (state === 'live') throw new Error(`cannot listen on unix:${path}: another server is listening on this socket file; refusing to replace a live socket`);
@@ -28,7 +28,7 @@ export async function listenUnixSocket(server: Server, path: string): Promise<vo
   try {
     await listenOnce(server, path);
   } catch (err) {
-    throw describeListenError(err, path);
+    throw await describeListenError(err, path);
   }
 }
 
@@ -99,10 +99,17 @@ function probe(path: string): Promise<string> {
   });
 }
 
-function describeListenError(err: unknown, path: string): Error {
+async function describeListenError(err: unknown, path: string): Promise<Error> {
   const code = errorCode(err);
-  if (code === 'ENOENT') return new Error(`cannot listen on unix:${path}: the directory ${dirname(path)} does not exist`);
-  if (code === 'EACCES') return new Error(`cannot listen on unix:${path}: permission denied in ${dirname(path)}`);
+  // libuv reports a missing directory as EACCES.
+  if (code === 'ENOENT' || code === 'EACCES') {
+    const directory = dirname(path);
+    const exists = await stat(directory).then(
+      (s) => s.isDirectory(),
+      () => false,
+    );
+    return new Error(`cannot listen on unix:${path}: ${exists ? `permission denied in ${directory}` : `the directory ${directory} does not exist`}`);
+  }
   return new Error(`cannot listen on unix:${path}: ${err instanceof Error ? err.message : String(err)}`);
 }
 
