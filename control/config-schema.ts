@@ -297,11 +297,12 @@ const bindingSchema = z
         if (b[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} applies to "unix:PATH" listen addresses; this binding has none` });
       }
     }
-    if (b.auth === 'password' && b.tls === undefined && !b.allow_password_without_tls) {
+    // A binding on Unix sockets only carries no password over a network.
+    if (b.auth === 'password' && b.tls === undefined && !b.allow_password_without_tls && !b.listen.every(isUnixSocket)) {
       ctx.addIssue({
         code: 'custom',
         path: ['auth'],
-        message: 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true)',
+        message: 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true, or Unix-socket addresses only)',
       });
     }
   });

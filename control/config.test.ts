@@ -500,7 +500,11 @@ describe('a bad file is refused with file, line, path and reason', () => {
     });
 
     it('cleartext password auth on a binding without TLS', () => {
-      expectRefused(edit({}, '    auth: password'), 16, 'bindings[0].auth', 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true)');
+      const reason = 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true, or Unix-socket addresses only)';
+      expectRefused(edit({}, '    auth: password'), 16, 'bindings[0].auth', reason);
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, "unix:/tmp/s/.s.PGSQL.6432"]' }, '    auth: password'), 16, 'bindings[0].auth', reason);
+      // Only local connections: no password crosses a network.
+      expect(parseConfig(edit({ 12: '    listen: "unix:/tmp/s/.s.PGSQL.6432"' }, '    auth: password'), file, {}).bindings[0]!.auth).toBe('password');
     });
 
     it('auth method not in the enum', () => {
