@@ -87,10 +87,13 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
 
   let configsSent = Promise.resolve();
   source.onConfig((next) => {
+    // Sockets the workers already listen on are ours: probing them would only knock on our own door.
+    const held = new Set(unixSocketPaths(config));
     config = next;
     generation++;
     const msg: ToWorker = { type: 'config', generation, config };
-    configsSent = configsSent.then(() => removeStaleSockets(unixSocketPaths(next))).then(() => broadcast(msg));
+    const added = unixSocketPaths(next).filter((path) => !held.has(path));
+    configsSent = configsSent.then(() => removeStaleSockets(added)).then(() => broadcast(msg));
   });
 
   const workersReady = (): boolean => !shuttingDown && [...slots.values()].every((s) => s.appliedGeneration === generation && !s.failed);
