@@ -321,15 +321,13 @@ function checkAcrossResources(raw: RawConfig, baseDir: string, where: (path: Pat
     if (!services.has(b.service)) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
     b.listen.forEach((a, j) => {
       const path: Path = isList(['bindings', i, 'listen']) ? ['bindings', i, 'listen', j] : ['bindings', i, 'listen'];
-      const address = formatListenAddress(resolveListenAddress(a, baseDir));
+      const resolved = resolveListenAddress(a, baseDir);
+      const address = formatListenAddress(resolved);
       const owner = listeners.get(address);
       if (owner !== undefined) problems.push({ path, reason: `address ${address} is already used by ${where(owner)}` });
       else listeners.set(address, path);
-      if (isUnixSocket(a)) {
-        const bytes = Buffer.byteLength(resolve(baseDir, a.path));
-        if (bytes > MAX_UNIX_SOCKET_PATH_BYTES) {
-          problems.push({ path, reason: `the socket path ${resolve(baseDir, a.path)} is ${bytes} bytes; the system allows at most ${MAX_UNIX_SOCKET_PATH_BYTES}` });
-        }
+      if (isUnixSocket(resolved) && Buffer.byteLength(resolved.path) > MAX_UNIX_SOCKET_PATH_BYTES) {
+        problems.push({ path, reason: `the socket path ${resolved.path} is ${Buffer.byteLength(resolved.path)} bytes; the system allows at most ${MAX_UNIX_SOCKET_PATH_BYTES}` });
       }
     });
   });

@@ -23,7 +23,9 @@ export async function listenUnixSocket(server: Server, path: string): Promise<vo
   }
   const state = await socketFileState(path);
   if (state === 'live') throw new Error(`cannot listen on unix:${path}: another server is listening on this socket file; refusing to replace a live socket`);
-  if (cluster.isWorker) throw new Error(`cannot listen on unix:${path}: a stale socket file appeared after the start; it is replaced at the next reload`);
+  if (cluster.isWorker) {
+    throw new Error(`cannot listen on unix:${path}: a stale socket file is in the way (one is replaced at start and when a reload adds the address); remove it`);
+  }
   await removeStale(path);
   try {
     await listenOnce(server, path);
