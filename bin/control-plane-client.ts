@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { defaultLimits, type SempipeConfig } from '../control/config.js';
+import { defaultLimits, type ListenAddress, type SempipeConfig } from '../control/config.js';
 import type { DataPlaneSnapshot } from '../control/dataplane-snapshot.js';
 
 export interface ControlPlaneClientOptions {
@@ -148,8 +148,10 @@ export class ControlPlaneClient {
         ...rest,
         upstream: { ...upstream, ...(caPem ? { ca: this.pemFile(caPem, 'ca.pem') } : {}) },
       })),
-      bindings: s.bindings.map(({ tls, ...rest }) => ({
+      bindings: s.bindings.map(({ tls, listen, ...rest }) => ({
         ...rest,
+        // A snapshot from a control plane older than Unix-socket listeners (or cached by one) carries one address.
+        listen: Array.isArray(listen) ? listen : [listen as unknown as ListenAddress],
         ...(tls ? { tls: { cert: this.pemFile(tls.certPem, 'crt'), key: this.pemFile(tls.keyPem, 'key'), required: tls.required } } : {}),
       })),
       policies: s.policies,

@@ -45,7 +45,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       {
         fqn: 'binding::/demo::shop',
         service: 'service::/demo::shop',
-        listen: { host: '127.0.0.1', port },
+        listen: [{ host: '127.0.0.1', port }],
         database: 'shop',
         auth: 'scram-sha-256',
         allowPasswordWithoutTls: false,

@@ -24,15 +24,16 @@
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import { startAdminServer, type AdminServer } from '../control/admin-server.js';
-import { ConfigError, type HostPort, type SempipeConfig } from '../control/config.js';
+import { ConfigError, formatListenAddress, type HostPort, type SempipeConfig } from '../control/config.js';
 import { createAuditLog } from '../control/audit.js';
 import { createPrimaryMetrics, METRICS_CONTENT_TYPE, renderClusterMetrics } from '../control/metrics.js';
 import { createOpsLog } from '../control/ops-log.js';
 import { MAX_WORKERS } from '../proxy/cancel-keys.js';
+import { removeStaleSockets } from '../proxy/unix-socket.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
 import { controlPlaneSource, fileSource, type ConfigSource } from './config-sources.js';
 import { PrimaryControl, type WorkerChannel } from './primary-control.js';
-import { servedBindings } from './wiring.js';
+import { servedBindings, unixSocketPaths } from './wiring.js';
 import { WorkerSessions } from './worker-sessions.js';
 
 export type ProxyOptions =
@@ -124,13 +125,20 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
   };
 
   cluster.schedulingPolicy = cluster.SCHED_NONE;
+  // The primary binds the Unix sockets the workers share: a file a crashed run left goes first.
+  await removeStaleSockets(unixSocketPaths(config));
   cluster.setupPrimary({ silent: false });
   for (let i = 1; i <= count; i++) fork(i);
 
+  let configsSent = Promise.resolve();
   source.onConfig((next) => {
+    // Sockets the workers already listen on are ours: probing them would only knock on our own door.
+    const held = new Set(unixSocketPaths(config));
     config = next;
     generation++;
-    broadcast({ type: 'config', generation, config });
+    const msg: ToWorker = { type: 'config', generation, config };
+    const added = unixSocketPaths(next).filter((path) => !held.has(path));
+    configsSent = configsSent.then(() => removeStaleSockets(added)).then(() => broadcast(msg));
   });
 
   const workersReady = (): boolean => !shuttingDown && [...slots.values()].every((s) => s.appliedGeneration === generation && !s.failed);
@@ -157,7 +165,7 @@ export async function runSupervisor(opts: ProxyOptions): Promise<void> {
     process.exit(1);
   }
   log.info(
-    { workers: count, admin: `${config.admin.listen.host}:${admin.address.port}`, bindings: servedBindings(config).map((b) => `${b.fqn} on ${b.listen.host}:${b.listen.port}`) },
+    { workers: count, admin: `${config.admin.listen.host}:${admin.address.port}`, bindings: servedBindings(config).map((b) => `${b.fqn} on ${b.listen.map(formatListenAddress).join(', ')}`) },
     'sempipe proxy started',
   );
 

@@ -1,6 +1,6 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import type { AnyBindingConfig, SempipeConfig } from '../control/config.js';
+import { isUnixSocket, type AnyBindingConfig, type SempipeConfig } from '../control/config.js';
 import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
@@ -20,19 +20,22 @@ import { errorResponse } from '../protocols/postgres/backend-messages.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
 import { pgErrors } from '../protocols/postgres/wire-errors.js';
 import { createMysqlBindingRuntime, type MysqlBindingRuntime } from '../protocols/mysql/binding-runtime.js';
+import { greetingErrPacket } from '../protocols/mysql/messages.js';
 import { handleMysqlConnection } from '../protocols/mysql/session.js';
 import { classifyMysql } from '../protocols/mysql/sql-classify.js';
 import { MysqlUpstreamError } from '../protocols/mysql/upstream-connect.js';
 import type { Logger } from 'pino';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
-  postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
-  mysql: (socket, runtime, host) => handleMysqlConnection(socket, runtime as MysqlBindingRuntime, host),
+  postgres: (socket, runtime, host, peer) => handlePgConnection(socket, runtime as PgBindingRuntime, host, peer),
+  mysql: (socket, runtime, host, peer) => handleMysqlConnection(socket, runtime as MysqlBindingRuntime, host, peer),
 };
 
 /** What each protocol answers a connection refused for load (DataPlaneOptions.refusalReplies). */
 export const protocolRefusalReplies: Record<string, Buffer> = {
   postgres: errorResponse(pgErrors.tooManyClients()),
+  // MySQL's and MariaDB's answer at max_connections: ER_CON_COUNT_ERROR in place of the greeting.
+  mysql: greetingErrPacket(1040, 'Too many connections'),
 };
 
 /**
@@ -92,13 +95,18 @@ export function servedBindings(config: SempipeConfig): AnyBindingConfig[] {
   return config.bindings.filter((b) => realmCovers(realm, parseFqn(b.fqn)));
 }
 
+/** The Unix socket files of the bindings this process serves. */
+export function unixSocketPaths(config: SempipeConfig): string[] {
+  return servedBindings(config).flatMap((b) => b.listen.flatMap((a) => (isUnixSocket(a) ? [a.path] : [])));
+}
+
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
   return servedBindings(config).map((b) => ({
     fqn: b.fqn,
     protocol: services.get(b.service)!.protocol,
-    host: b.listen.host,
-    port: b.listen.port,
+    listen: b.listen,
+    ...(b.unixSocket !== undefined && { unixSocket: b.unixSocket }),
     runtime:
       b.protocol === 'mysql'
         ? createMysqlBindingRuntime(b, services.get(b.service)!, config, stages)

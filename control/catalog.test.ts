@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CatalogError, openCatalog, type Catalog } from './catalog.js';
-import { parseConfig, type SempipeConfig, type ServiceConfig } from './config.js';
+import { parseConfig, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
 import { validatePolicy } from './policy/policy-schema.js';
 import { openStateStore } from './state-store.js';
 import { createScramVerifier, parseScramVerifier, verifyPasswordAgainstScram } from '../protocols/postgres/auth/scram-verifier.js';
@@ -193,8 +193,9 @@ ${fileService}
       await c.createBinding({ fqn: `binding::/p::b${i}`, service: 'service::/prod::orders', auth: 'scram-sha-256', allowPasswordWithoutTls: false });
     }
     for (const b of c.effective().bindings) {
-      expect(b.listen.host).toBe('127.0.0.1');
-      ports.add(b.listen.port);
+      const [address] = b.listen as [HostPort];
+      expect(address.host).toBe('127.0.0.1');
+      ports.add(address.port);
     }
     expect(ports.size).toBe(6);
     expect(ports.has(19187)).toBe(false);

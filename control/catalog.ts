@@ -8,7 +8,7 @@
 // with the reason until the operator deletes it or the conflict goes away.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { formatHostPort, type AnyBindingConfig, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
+import { formatHostPort, formatListenAddress, isUnixSocket, type AnyBindingConfig, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
 import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
@@ -43,7 +43,8 @@ export interface ServiceView {
 export interface BindingView {
   fqn: string;
   service: string;
-  listen: string;
+  /** As the file writes it: one address as a string, several as a list ("host:port", "unix:PATH"). */
+  listen: string | string[];
   database: string;
   auth: AnyBindingConfig['auth'];
   users: string[];
@@ -343,7 +344,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
     source.set(s.fqn, 'api');
   }
   const listeners = new Map<string, string>([[formatHostPort(file.admin.listen), 'the admin listener']]);
-  for (const b of bindings) listeners.set(formatHostPort(b.listen), `${b.fqn} (config file)`);
+  for (const b of bindings) for (const a of b.listen) listeners.set(formatListenAddress(a), `${b.fqn} (config file)`);
   const serviceNames = new Set(services.map((s) => s.fqn));
   for (const b of store.bindings()) {
     if (source.has(b.fqn)) continue;
@@ -374,7 +375,7 @@ function toBindingConfig(b: StoredBinding): BindingConfig {
   return {
     fqn: b.fqn,
     service: b.service,
-    listen: b.listen,
+    listen: [b.listen],
     database: b.database,
     auth: b.auth,
     allowPasswordWithoutTls: b.allowPasswordWithoutTls,
@@ -386,11 +387,11 @@ function toBindingConfig(b: StoredBinding): BindingConfig {
 function listenerOwner(config: SempipeConfig, listen: HostPort): string | undefined {
   const address = formatHostPort(listen);
   if (formatHostPort(config.admin.listen) === address) return 'the admin listener';
-  return config.bindings.find((b) => formatHostPort(b.listen) === address)?.fqn;
+  return config.bindings.find((b) => b.listen.some((a) => formatListenAddress(a) === address))?.fqn;
 }
 
 function usedPorts(config: SempipeConfig): Set<number> {
-  return new Set([config.admin.listen.port, ...config.bindings.map((b) => b.listen.port)]);
+  return new Set([config.admin.listen.port, ...config.bindings.flatMap((b) => b.listen.flatMap((a) => (isUnixSocket(a) ? [] : [a.port])))]);
 }
 
 /** A port the OS says is free on `host` and that no configured listener names. */
@@ -425,7 +426,7 @@ function bindingView(b: AnyBindingConfig, source: Source): BindingView {
   return {
     fqn: b.fqn,
     service: b.service,
-    listen: formatHostPort(b.listen),
+    listen: b.listen.length === 1 ? formatListenAddress(b.listen[0]!) : b.listen.map(formatListenAddress),
     database: b.database,
     auth: b.auth,
     users: b.clients.map((c) => c.user),

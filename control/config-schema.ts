@@ -21,6 +21,18 @@ export interface HostPort {
   port: number;
 }
 
+/** A Unix-domain socket file a binding listens on (`unix:PATH` in the file). */
+export interface UnixSocketAddress {
+  path: string;
+}
+
+/** One address of a binding's `listen`: TCP host and port, or a Unix socket file. */
+export type ListenAddress = HostPort | UnixSocketAddress;
+
+export const UNIX_PREFIX = 'unix:';
+/** PostgreSQL's unix_socket_permissions default: anyone may connect, authentication still applies. */
+export const DEFAULT_UNIX_SOCKET_MODE = 0o777;
+
 export const DEFAULT_ADMIN_LISTEN = '127.0.0.1:9187';
 
 /** Node's timers fire at once for delays above 2^31-1 ms, so longer durations are refused. */
@@ -38,6 +50,22 @@ export function parseHostPort(v: string): HostPort | undefined {
 /** The canonical "host:port" text of an address ("[::1]:6432" for IPv6). */
 export function formatHostPort(hp: HostPort): string {
   return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+export function isUnixSocket(a: ListenAddress): a is UnixSocketAddress {
+  return 'path' in a;
+}
+
+/** "host:port", "[v6]:port" or "unix:PATH" (PATH as written: relative paths are resolved later); undefined when malformed. */
+export function parseListenAddress(v: string): ListenAddress | undefined {
+  if (!v.startsWith(UNIX_PREFIX)) return parseHostPort(v);
+  const path = v.slice(UNIX_PREFIX.length);
+  return path === '' || path.includes('\0') ? undefined : { path };
+}
+
+/** The canonical text of a listen address, as the file writes it. */
+export function formatListenAddress(a: ListenAddress): string {
+  return isUnixSocket(a) ? `${UNIX_PREFIX}${a.path}` : formatHostPort(a);
 }
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
@@ -115,6 +143,38 @@ const boolean = z
   .transform((v) => v === true || v === 'true');
 
 const listen = z.string().transform((v, ctx) => parseHostPort(v) ?? fail(ctx, `expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432"), got ${JSON.stringify(v)}`));
+
+const LISTEN_SHAPE = 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432") or "unix:PATH" (a socket file)';
+
+// One address, or a list of them (TCP and Unix sockets side by side); always a list once parsed.
+const bindingListen = z
+  .custom<string | unknown[]>((v) => typeof v === 'string' || Array.isArray(v), { error: `${LISTEN_SHAPE}, or a list of them` })
+  .transform((v, ctx) => {
+    if (typeof v === 'string') return [parseListenAddress(v) ?? fail(ctx, `${LISTEN_SHAPE}, got ${JSON.stringify(v)}`)];
+    if (v.length === 0) return fail(ctx, 'a binding needs at least one listen address');
+    const addresses: ListenAddress[] = [];
+    v.forEach((item, i) => {
+      const a = typeof item === 'string' ? parseListenAddress(item) : undefined;
+      if (a !== undefined) addresses.push(a);
+      else ctx.addIssue({ code: 'custom', path: [i], message: typeof item === 'string' ? `${LISTEN_SHAPE}, got ${JSON.stringify(item)}` : `${LISTEN_SHAPE}; got a ${typeof item} (quote the value to make it a string)` });
+    });
+    return addresses;
+  });
+
+// Octal as in chmod: "0770" or 0770. YAML reads an unquoted 0770 as the number 770, so a number's
+// decimal digits are read as octal digits.
+const unixSocketMode = scalar('an octal mode such as "0770"').transform((v, ctx) => {
+  const text = String(v).trim();
+  if (!/^0?[0-7]{1,4}$/.test(text)) return fail(ctx, `expected an octal mode 0000..0777 such as "0770", got ${JSON.stringify(v)}`);
+  const mode = Number.parseInt(text, 8);
+  return mode <= 0o777 ? mode : fail(ctx, `expected an octal mode 0000..0777 (no setuid, setgid or sticky bits), got ${JSON.stringify(v)}`);
+});
+
+// A group name, or a numeric group id (also unquoted in YAML).
+const unixSocketGroup = scalar('a group name or id').transform((v, ctx) => {
+  const text = String(v).trim();
+  return /^(?:\d+|[A-Za-z_][A-Za-z0-9_.-]*\$?)$/.test(text) ? text : fail(ctx, `expected a group name or a numeric group id, got ${JSON.stringify(v)}`);
+});
 
 function duration(minMs: number) {
   return scalar('a duration such as "500ms", "10s", "2m" or a number of seconds').transform((v, ctx) => {
@@ -234,7 +294,9 @@ const bindingSchema = z
     fqn: fqn('binding'),
     protocol: z.literal('postgres'),
     service: fqn('service'),
-    listen,
+    listen: bindingListen,
+    unix_socket_mode: unixSocketMode.optional(),
+    unix_socket_group: unixSocketGroup.optional(),
     database: nonEmpty.optional(),
     auth: z.enum(CLIENT_AUTH_METHODS).default('scram-sha-256'),
     allow_password_without_tls: boolean.default(false),
@@ -250,16 +312,30 @@ const bindingSchema = z
         ctx.addIssue({ code: 'custom', path: ['clients', i], message: 'md5 auth needs the client\'s password; a SCRAM verifier cannot answer an md5 challenge' });
       }
     });
-    if (b.auth === 'password' && b.tls === undefined && !b.allow_password_without_tls) {
+    if (!b.listen.some(isUnixSocket)) {
+      for (const key of ['unix_socket_mode', 'unix_socket_group'] as const) {
+        if (b[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `${key} applies to "unix:PATH" listen addresses; this binding has none` });
+      }
+    }
+    // A binding on Unix sockets only carries no password over a network.
+    if (b.auth === 'password' && b.tls === undefined && !b.allow_password_without_tls && !b.listen.every(isUnixSocket)) {
       ctx.addIssue({
         code: 'custom',
         path: ['auth'],
-        message: 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true)',
+        message: 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true, or Unix-socket addresses only)',
       });
     }
   });
 
-const mysql = createMysqlConfigSchemas({ serviceFqn: fqn('service'), bindingFqn: fqn('binding'), listen, bindingTls: bindingTlsSchema, port: integer(1, 65535) });
+const mysql = createMysqlConfigSchemas({
+  serviceFqn: fqn('service'),
+  bindingFqn: fqn('binding'),
+  listen: bindingListen,
+  unixSocketMode,
+  unixSocketGroup,
+  bindingTls: bindingTlsSchema,
+  port: integer(1, 65535),
+});
 
 export const configSchema = z.strictObject({
   admin: adminSchema.prefault({}),

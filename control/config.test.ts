@@ -156,7 +156,7 @@ bindings:
         {
           fqn: 'binding::/prod/billing::api-orders',
           service: 'service::/prod::orders',
-          listen: { host: '127.0.0.1', port: 6432 },
+          listen: [{ host: '127.0.0.1', port: 6432 }],
           database: 'orders',
           auth: 'scram-sha-256',
           allowPasswordWithoutTls: false,
@@ -180,12 +180,25 @@ bindings:
     expect(config.bindings[0]).toEqual({
       fqn: 'binding::/prod/billing::api-orders',
       service: 'service::/prod::orders',
-      listen: { host: '127.0.0.1', port: 6432 },
+      listen: [{ host: '127.0.0.1', port: 6432 }],
       database: 'appdb',
       auth: 'scram-sha-256',
       allowPasswordWithoutTls: false,
       clients: [{ user: 'api', password: 'api-secret' }],
     });
+  });
+
+  it('reads Unix socket addresses beside TCP ones, relative paths against the config file, mode and group', () => {
+    const text = edit({ 12: '    listen: [127.0.0.1:6432, "unix:run/.s.PGSQL.6432", "unix:/tmp/other/.s.PGSQL.7000"]' }, '    unix_socket_mode: 0770', '    unix_socket_group: sempipe');
+    const config = parseConfig(text, file, {});
+    expect(config.bindings[0]).toMatchObject({
+      listen: [{ host: '127.0.0.1', port: 6432 }, { path: join(dir, 'run/.s.PGSQL.6432') }, { path: '/tmp/other/.s.PGSQL.7000' }],
+      unixSocket: { mode: 0o770, group: 'sempipe' },
+    });
+    const quoted = parseConfig(edit({ 12: '    listen: "unix:/tmp/s/.s.PGSQL.6432"' }, '    unix_socket_mode: "0660"', '    unix_socket_group: 1234'), file, {});
+    expect(quoted.bindings[0]).toMatchObject({ listen: [{ path: '/tmp/s/.s.PGSQL.6432' }], unixSocket: { mode: 0o660, group: '1234' } });
+    // Defaults: PostgreSQL's 0777 (authentication still applies), the process's group.
+    expect(parseConfig(edit({ 12: '    listen: unix:/tmp/s/.s.PGSQL.6432' }), file, {}).bindings[0]!.unixSocket).toEqual({ mode: 0o777 });
   });
 
   it('reads other units, file destinations, verifiers, IPv6 listeners and values from the environment', () => {
@@ -224,11 +237,11 @@ bindings:
       PENDING: '0',
     });
     expect(config.services[0]!.upstream.port).toBe(5433);
-    expect(config.bindings[0]!.listen).toEqual({ host: '::1', port: 6432 });
+    expect(config.bindings[0]!.listen).toEqual([{ host: '::1', port: 6432 }]);
     expect(config.bindings[0]!.clients).toEqual([{ user: 'api', verifier }]);
     // localhost:6432 and [::1]:6432 are compared literally, so they do not conflict.
     expect(config.bindings[1]).toMatchObject({
-      listen: { host: 'localhost', port: 6432 },
+      listen: [{ host: 'localhost', port: 6432 }],
       auth: 'md5',
       database: 'eu-orders',
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), required: true },
@@ -405,6 +418,16 @@ describe('a bad file is refused with file, line, path and reason', () => {
       expectRefused(edit({}, 'admin:', '  listen: 127.0.0.1:6432'), 12, 'bindings[0].listen', 'address 127.0.0.1:6432 is already used by admin.listen, line 17');
     });
 
+    it('two bindings on one socket file, one of them written relative to the config file', () => {
+      const second = SECOND_BINDING.map((line) => line.replace('127.0.0.1:6433', `[127.0.0.1:6433, "unix:${dir}/run/.s.PGSQL.6432"]`));
+      const text = edit({ 12: '    listen: unix:run/.s.PGSQL.6432' }, ...second);
+      expectRefused(text, 18, 'bindings[1].listen[1]', `address unix:${dir}/run/.s.PGSQL.6432 is already used by bindings[0].listen, line 12`);
+    });
+
+    it('a binding listing one address twice', () => {
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, 127.0.0.1:6432]' }), 12, 'bindings[0].listen[1]', 'address 127.0.0.1:6432 is already used by bindings[0].listen[0], line 12');
+    });
+
     it('a binding on the default admin address', () => {
       expectRefused(edit({ 12: '    listen: 127.0.0.1:9187' }), 12, 'bindings[0].listen', 'address 127.0.0.1:9187 is already used by admin.listen (default)');
     });
@@ -492,7 +515,11 @@ describe('a bad file is refused with file, line, path and reason', () => {
     });
 
     it('cleartext password auth on a binding without TLS', () => {
-      expectRefused(edit({}, '    auth: password'), 16, 'bindings[0].auth', 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true)');
+      const reason = 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true, or Unix-socket addresses only)';
+      expectRefused(edit({}, '    auth: password'), 16, 'bindings[0].auth', reason);
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, "unix:/tmp/s/.s.PGSQL.6432"]' }, '    auth: password'), 16, 'bindings[0].auth', reason);
+      // Only local connections: no password crosses a network.
+      expect(parseConfig(edit({ 12: '    listen: "unix:/tmp/s/.s.PGSQL.6432"' }, '    auth: password'), file, {}).bindings[0]!.auth).toBe('password');
     });
 
     it('auth method not in the enum', () => {
@@ -501,7 +528,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
   });
 
   describe('listen address', () => {
-    const shape = 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432")';
+    const shape = 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432") or "unix:PATH" (a socket file)';
     it.each([
       ['127.0.0.1', `${shape}, got "127.0.0.1"`],
       ['127.0.0.1:0', `${shape}, got "127.0.0.1:0"`],
@@ -510,13 +537,42 @@ describe('a bad file is refused with file, line, path and reason', () => {
       ['":6432"', `${shape}, got ":6432"`],
       ['"::1:6432"', `${shape}, got "::1:6432"`],
       ['"[::1]"', `${shape}, got "[::1]"`],
-      ['6432', 'expected a string, got a number (quote the value to make it a string)'],
+      ['6432', `${shape}, or a list of them`],
+      ['"unix:"', `${shape}, got "unix:"`],
+      ['[]', 'a binding needs at least one listen address'],
     ])('%s', (listen, reason) => {
       expectRefused(edit({ 12: `    listen: ${listen}` }), 12, 'bindings[0].listen', reason);
     });
 
-    it('on the admin listener', () => {
-      expectRefused(edit({}, 'admin: { listen: "localhost" }'), 16, 'admin.listen', `${shape}, got "localhost"`);
+    it('an item of a list, by its index', () => {
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, "unix:"]' }), 12, 'bindings[0].listen[1]', `${shape}, got "unix:"`);
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, 6433]' }), 12, 'bindings[0].listen[1]', `${shape}; got a number (quote the value to make it a string)`);
+    });
+
+    it('on the admin listener, which takes no socket file', () => {
+      expectRefused(edit({}, 'admin: { listen: "localhost" }'), 16, 'admin.listen', 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432"), got "localhost"');
+      expectRefused(edit({}, 'admin: { listen: "unix:/tmp/admin.sock" }'), 16, 'admin.listen', 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432"), got "unix:/tmp/admin.sock"');
+    });
+
+    it('a socket path longer than the system allows', () => {
+      const long = `/tmp/${'d'.repeat(90)}/.s.PGSQL.6432`;
+      expectRefused(edit({ 12: `    listen: "unix:${long}"` }), 12, 'bindings[0].listen', `the socket path ${long} is ${Buffer.byteLength(long)} bytes; the system allows at most 107`);
+    });
+  });
+
+  describe('Unix socket options', () => {
+    it.each([
+      ['unix_socket_mode: 0888', 'bindings[0].unix_socket_mode', 'expected an octal mode 0000..0777 such as "0770", got 888'],
+      ['unix_socket_mode: "01777"', 'bindings[0].unix_socket_mode', 'expected an octal mode 0000..0777 (no setuid, setgid or sticky bits), got "01777"'],
+      ['unix_socket_mode: rwx', 'bindings[0].unix_socket_mode', 'expected an octal mode 0000..0777 such as "0770", got "rwx"'],
+      ['unix_socket_group: "a b"', 'bindings[0].unix_socket_group', 'expected a group name or a numeric group id, got "a b"'],
+    ])('%s', (line, path, reason) => {
+      expectRefused(edit({ 12: '    listen: unix:/tmp/s/.s.PGSQL.6432' }, `    ${line}`), 16, path, reason);
+    });
+
+    it('refused on a binding without a socket file, where they would do nothing', () => {
+      expectRefused(edit({}, '    unix_socket_mode: "0770"'), 16, 'bindings[0].unix_socket_mode', 'unix_socket_mode applies to "unix:PATH" listen addresses; this binding has none');
+      expectRefused(edit({}, '    unix_socket_group: sempipe'), 16, 'bindings[0].unix_socket_group', 'unix_socket_group applies to "unix:PATH" listen addresses; this binding has none');
     });
   });
 

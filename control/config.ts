@@ -13,18 +13,26 @@ import type { z } from 'zod';
 import type { PolicyDocument } from './policy/policy-schema.js';
 import {
   configSchema,
+  DEFAULT_UNIX_SOCKET_MODE,
   formatHostPort,
+  formatListenAddress,
+  isUnixSocket,
   limitsSchema,
   type CLIENT_AUTH_METHODS,
   type HostPort,
+  type ListenAddress,
   type RawConfig,
+  type UnixSocketAddress,
   type UPSTREAM_TLS_MODES,
   type UPSTREAM_TLS_NEGOTIATIONS,
 } from './config-schema.js';
 
 import type { MysqlAuthMethod } from '../protocols/mysql/config-schema.js';
 
-export { formatHostPort, type HostPort };
+export { formatHostPort, formatListenAddress, isUnixSocket, type HostPort, type ListenAddress, type UnixSocketAddress };
+
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+export const MAX_UNIX_SOCKET_PATH_BYTES = 107;
 
 /** 'disable' | 'prefer' | 'require' | 'verify-full' */
 export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number];
@@ -66,12 +74,22 @@ export interface BindingTls {
   required: boolean;
 }
 
+export interface UnixSocketOptions {
+  /** Permission bits, e.g. 0o777 (the default, as PostgreSQL's unix_socket_permissions). */
+  mode: number;
+  /** Group name or numeric id; absent: the process's group. */
+  group?: string;
+}
+
 /** A PostgreSQL binding (`protocol` is absent where bindings were PostgreSQL's only, e.g. the state store). */
 export interface BindingConfig {
   protocol?: 'postgres';
   fqn: string;
   service: string;
-  listen: HostPort;
+  /** TCP addresses and Unix socket files (absolute paths), in the file's order; at least one. */
+  listen: ListenAddress[];
+  /** Mode and group of the binding's Unix socket files; present when it has one. */
+  unixSocket?: UnixSocketOptions;
   database: string;
   auth: ClientAuthMethod;
   allowPasswordWithoutTls: boolean;
@@ -83,7 +101,8 @@ export interface MysqlBindingConfig {
   protocol: 'mysql';
   fqn: string;
   service: string;
-  listen: HostPort;
+  listen: ListenAddress[];
+  unixSocket?: UnixSocketOptions;
   database: string;
   auth: MysqlAuthMethod;
   /** Each with its password (MySQL's challenges need it, or a hash derived from it). */
@@ -211,7 +230,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const baseDir = dirname(resolve(file));
   const where = (path: Path): string =>
     valueAt(data, path) === undefined ? `${formatPath(path)} (default)` : `${formatPath(path)}, line ${lineOf(doc, lineAt, path) ?? '?'}`;
-  const crossProblems = checkAcrossResources(raw, where);
+  const crossProblems = checkAcrossResources(raw, baseDir, where, (path) => Array.isArray(valueAt(data, path)));
   if (crossProblems.length > 0) refuse(crossProblems);
   const fileProblems = checkFiles(raw, baseDir);
   if (fileProblems.length > 0) refuse(fileProblems);
@@ -346,7 +365,7 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown): Problem[] {
 }
 
 /** References between resources, listener conflicts and duplicate FQNs; `where` names an earlier definition. */
-function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Problem[] {
+function checkAcrossResources(raw: RawConfig, baseDir: string, where: (path: Path) => string, isList: (path: Path) => boolean): Problem[] {
   const problems: Problem[] = [];
   const fqns = new Map<string, Path>();
   const claimFqn = (fqn: string, path: Path): void => {
@@ -361,10 +380,17 @@ function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Pr
   raw.bindings.forEach((b, i) => {
     claimFqn(b.fqn, ['bindings', i, 'fqn']);
     if (!services.has(b.service)) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
-    const address = formatHostPort(b.listen);
-    const owner = listeners.get(address);
-    if (owner !== undefined) problems.push({ path: ['bindings', i, 'listen'], reason: `address ${address} is already used by ${where(owner)}` });
-    else listeners.set(address, ['bindings', i, 'listen']);
+    b.listen.forEach((a, j) => {
+      const path: Path = isList(['bindings', i, 'listen']) ? ['bindings', i, 'listen', j] : ['bindings', i, 'listen'];
+      const resolved = resolveListenAddress(a, baseDir);
+      const address = formatListenAddress(resolved);
+      const owner = listeners.get(address);
+      if (owner !== undefined) problems.push({ path, reason: `address ${address} is already used by ${where(owner)}` });
+      else listeners.set(address, path);
+      if (isUnixSocket(resolved) && Buffer.byteLength(resolved.path) > MAX_UNIX_SOCKET_PATH_BYTES) {
+        problems.push({ path, reason: `the socket path ${resolved.path} is ${Buffer.byteLength(resolved.path)} bytes; the system allows at most ${MAX_UNIX_SOCKET_PATH_BYTES}` });
+      }
+    });
   });
   return problems;
 }
@@ -394,6 +420,11 @@ function checkFiles(raw: RawConfig, baseDir: string): Problem[] {
   return problems;
 }
 
+/** A Unix socket path relative to the config file's directory becomes absolute; TCP addresses stay. */
+function resolveListenAddress(a: ListenAddress, baseDir: string): ListenAddress {
+  return isUnixSocket(a) ? { path: resolve(baseDir, a.path) } : a;
+}
+
 function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
   return {
     maxMessageSize: raw.max_message_size,
@@ -411,6 +442,19 @@ function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
 /** The limits a config without a `limits:` section gets (the schema's defaults). */
 export function defaultLimits(): SempipeConfig['limits'] {
   return normalizeLimits(limitsSchema.parse({}));
+}
+
+/** A binding's addresses (socket paths resolved against the file's directory) and its socket files' access. */
+function listenOf(
+  b: { listen: ListenAddress[]; unix_socket_mode?: number; unix_socket_group?: string },
+  baseDir: string,
+): { listen: ListenAddress[]; unixSocket?: UnixSocketOptions } {
+  return {
+    listen: b.listen.map((a) => resolveListenAddress(a, baseDir)),
+    ...(b.listen.some(isUnixSocket) && {
+      unixSocket: { mode: b.unix_socket_mode ?? DEFAULT_UNIX_SOCKET_MODE, ...(b.unix_socket_group !== undefined && { group: b.unix_socket_group }) },
+    }),
+  };
 }
 
 function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig {
@@ -444,7 +488,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       protocol: 'mysql',
       fqn: b.fqn,
       service: b.service,
-      listen: b.listen,
+      ...listenOf(b, baseDir),
       database: b.database ?? upstreamDatabase.get(b.service)!,
       auth: b.auth,
       clients: b.clients.map((c) => ({ user: c.user, password: c.password })),
@@ -454,7 +498,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
     } : {
       fqn: b.fqn,
       service: b.service,
-      listen: b.listen,
+      ...listenOf(b, baseDir),
       database: b.database ?? upstreamDatabase.get(b.service)!,
       auth: b.auth,
       allowPasswordWithoutTls: b.allow_password_without_tls,

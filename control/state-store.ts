@@ -7,10 +7,11 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { BindingConfig, ServiceConfig } from './config.js';
+import type { BindingConfig, HostPort, ServiceConfig } from './config.js';
 
-/** A binding created through the API, with the one client sempipe issued for it. */
-export interface StoredBinding extends Omit<BindingConfig, 'clients'> {
+/** A binding created through the API, with the one client sempipe issued for it and its one TCP address. */
+export interface StoredBinding extends Omit<BindingConfig, 'clients' | 'listen' | 'unixSocket'> {
+  listen: HostPort;
   user: string;
   /** SCRAM-SHA-256 verifier in PostgreSQL's stored format; the password itself is never stored. */
   verifier: string;

@@ -44,7 +44,7 @@ async function startPlane(max: number, deadlineMs = 0): Promise<number> {
     onPendingAuth: (binding, delta) => reported.push({ kind: 'pending', binding, value: delta }),
   });
   plane.setPendingAuthLimits({ max, deadlineMs });
-  const result = await plane.apply([{ fqn: BINDING, protocol: 'line', host: '127.0.0.1', port, runtime: undefined }]);
+  const result = await plane.apply([{ fqn: BINDING, protocol: 'line', listen: [{ host: '127.0.0.1', port }], runtime: undefined }]);
   expect(result.failed).toEqual([]);
   return port;
 }

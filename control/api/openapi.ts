@@ -34,7 +34,10 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
     properties: {
       fqn: str,
       service: str,
-      listen: str,
+      listen: {
+        description: 'As in sempipe.yaml: one address as a string, several as a list; "host:port" or "unix:PATH"',
+        oneOf: [str, strings],
+      },
       database: str,
       auth: str,
       users: strings,

@@ -14,7 +14,10 @@ export const MYSQL_DEFAULT_PORT = 3306;
 export interface SharedSchemas<Fqn extends z.ZodType<string>, Listen extends z.ZodType, Tls extends z.ZodType> {
   serviceFqn: Fqn;
   bindingFqn: Fqn;
+  /** A binding's listen addresses (TCP and Unix socket files), with the socket files' mode and group. */
   listen: Listen;
+  unixSocketMode: z.ZodType<number, unknown>;
+  unixSocketGroup: z.ZodType<string, unknown>;
   bindingTls: Tls;
   port: z.ZodType<number, unknown>;
 }
@@ -59,6 +62,8 @@ export function createMysqlConfigSchemas<Fqn extends z.ZodType<string>, Listen e
       protocol: z.literal('mysql'),
       service: shared.serviceFqn,
       listen: shared.listen,
+      unix_socket_mode: shared.unixSocketMode.optional(),
+      unix_socket_group: shared.unixSocketGroup.optional(),
       database: name.optional(),
       auth: z.enum(MYSQL_AUTH_METHODS).default('caching_sha2_password'),
       clients: z.array(client).min(1, 'a binding needs at least one client'),

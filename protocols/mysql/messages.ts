@@ -158,6 +158,19 @@ export function errPacket(errno: number, sqlState: string, message: string, seq:
   return packet(payload, seq);
 }
 
+/**
+ * An ERR packet sent instead of the server's greeting (no capabilities agreed yet, so without the
+ * `#` SQLSTATE marker of protocol 4.1), as the server sends "Too many connections".
+ */
+export function greetingErrPacket(errno: number, message: string): Buffer {
+  const msg = Buffer.from(message);
+  const payload = Buffer.allocUnsafe(3 + msg.length);
+  payload[0] = Header.Err;
+  payload.writeUInt16LE(errno, 1);
+  msg.copy(payload, 3);
+  return packet(payload, 0);
+}
+
 /** An ERR payload's number, SQLSTATE and message; undefined when it is not one. */
 export function parseErr(payload: Buffer): { errno: number; sqlState: string; message: string } | undefined {
   if (payload.length < 3 || payload[0] !== Header.Err) return undefined;

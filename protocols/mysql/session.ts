@@ -6,6 +6,7 @@
 import type { Socket } from 'node:net';
 import { adoptSocket } from '../../proxy/chunk-reader.js';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
+import type { Peer } from '../../proxy/data-plane.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
 import type { EndReason, SessionInfo } from '../../proxy/stage.js';
@@ -27,8 +28,8 @@ interface Killable {
 }
 const sessionsById = new Map<number, Killable>();
 
-export async function handleMysqlConnection(socket: Socket, rt: MysqlBindingRuntime, host: ConnectionHost): Promise<void> {
-  const clientAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+export async function handleMysqlConnection(socket: Socket, rt: MysqlBindingRuntime, host: ConnectionHost, peer: Peer): Promise<void> {
+  const clientAddress = peer.address;
   let killQuery = (): Promise<void> => Promise.resolve();
   const { processId: connectionId } = host.cancelKeys.issue(() => void killQuery());
   let released = false;
@@ -51,6 +52,7 @@ export async function handleMysqlConnection(socket: Socket, rt: MysqlBindingRunt
     release();
     return;
   }
+  host.authenticated(socket);
 
   const info: SessionInfo = {
     id: host.nextSessionId(),

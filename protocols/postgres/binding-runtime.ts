@@ -89,3 +89,20 @@ export function createPgBindingRuntime(
     stages,
   };
 }
+
+const overUnixSockets = new WeakMap<PgBindingRuntime, PgBindingRuntime>();
+
+/**
+ * The binding as served through its Unix sockets: without TLS, as PostgreSQL answers N to an
+ * SSLRequest on a Unix socket (libpq does not even ask there); so tls.required and the rule against
+ * cleartext passwords without TLS, which guard the network, do not apply to a local connection.
+ * Made once per runtime, on the first such connection.
+ */
+export function overUnixSocket(rt: PgBindingRuntime): PgBindingRuntime {
+  let local = overUnixSockets.get(rt);
+  if (local === undefined) {
+    local = { ...rt, tls: undefined, allowPasswordWithoutTls: true };
+    overUnixSockets.set(rt, local);
+  }
+  return local;
+}

@@ -6,12 +6,13 @@
 import type { Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
+import type { Peer } from '../../proxy/data-plane.js';
 import { adoptSocket } from '../../proxy/chunk-reader.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
 import type { EndReason, SessionInfo } from '../../proxy/stage.js';
 import { authenticationOk, backendKeyData, errorResponse, readyForQuery, type ErrorFields } from './backend-messages.js';
-import type { PgBindingRuntime } from './binding-runtime.js';
+import { overUnixSocket, type PgBindingRuntime } from './binding-runtime.js';
 import { runClientHandshake } from './client-handshake.js';
 import { PgRelay } from './relay.js';
 import { replicationRelayOptions, reportBytesWhileStreaming } from './replication-session.js';
@@ -63,8 +64,9 @@ export function retainPooledUpstreams(runtimes: readonly PgBindingRuntime[]): vo
   upstreamPool.retainTargets(new Set(runtimes.filter((rt) => reuses(rt.upstreamIdle)).map((rt) => targetKey(rt.upstream))));
 }
 
-export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, host: ConnectionHost): Promise<void> {
-  const clientAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+export async function handlePgConnection(socket: Socket, bindingRuntime: PgBindingRuntime, host: ConnectionHost, peer: Peer): Promise<void> {
+  const rt = peer.unixSocket ? overUnixSocket(bindingRuntime) : bindingRuntime;
+  const clientAddress = peer.address;
   const client = await runClientHandshake(socket, rt, {
     onCancel: (processId, secretKey) => host.routeCancel(processId, secretKey),
     onAuthFailure: (user, reason) => {

@@ -14,7 +14,7 @@ import { startAdminServer, type AdminServer } from '../../control/admin-server.j
 import { assertApiExposure, ApiExposureError, resolveAdminToken } from '../../control/api/auth.js';
 import { API_ROUTES, createApiHandler, type SessionDirectory, type SessionSummary } from '../../control/api/router.js';
 import { openCatalog, type Catalog } from '../../control/catalog.js';
-import { parseConfig, type SempipeConfig } from '../../control/config.js';
+import { parseConfig, type HostPort, type SempipeConfig } from '../../control/config.js';
 import { openStateStore } from '../../control/state-store.js';
 import { parseScramVerifier, verifyPasswordAgainstScram } from '../../protocols/postgres/auth/scram-verifier.js';
 
@@ -44,7 +44,7 @@ function fileConfig(): SempipeConfig {
 bindings:
   - fqn: binding::/prod::file-api
     service: service::/prod::orders
-    listen: 127.0.0.1:16499
+    listen: ["unix:/tmp/sempipe-control-api/.s.PGSQL.16499", 127.0.0.1:16499]
     clients: [ { user: app, password: app-pw } ]
 `,
     '/tmp/sempipe-control-api.yaml',
@@ -235,7 +235,8 @@ describe('control API over HTTP', () => {
     expect(created.body.fqn).toBe('binding::/prod/billing::cache-job');
     expect(user).toBe('cache-job');
     expect(password).toMatch(/^[A-Za-z0-9_-]{32}$/);
-    const port = api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.listen.port;
+    const [address] = api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.listen as [HostPort];
+    const port = address.port;
     expect(uri).toBe(`postgres://cache-job:${password}@127.0.0.1:${port}/cache`);
     const parsed = new URL(uri);
     expect([parsed.protocol, parsed.username, decodeURIComponent(parsed.password), parsed.hostname, parsed.pathname]).toEqual(['postgres:', 'cache-job', password, '127.0.0.1', '/cache']);
@@ -253,6 +254,8 @@ describe('control API over HTTP', () => {
     });
     const list = await api.call('GET', '/v1/bindings');
     expect(list.body.bindings.map((b: any) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod/billing::cache-job']);
+    // Several addresses show as the file's list; one as a string.
+    expect(list.body.bindings.map((b: any) => b.listen)).toEqual([['unix:/tmp/sempipe-control-api/.s.PGSQL.16499', '127.0.0.1:16499'], `127.0.0.1:${port}`]);
     expect(JSON.stringify(list.body)).not.toMatch(/SCRAM|app-pw|verifier|password/);
 
     // The stored row holds a SCRAM verifier for that password, and the password is nowhere in the files.
