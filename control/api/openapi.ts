@@ -4,6 +4,17 @@
 import { z } from 'zod';
 import type { Route } from './route.js';
 
+/**
+ * A request body's JSON Schema. A union on `protocol` (a service) becomes `oneOf` its members; the
+ * body is still an object, which is said so that clients reading only `type` see it.
+ */
+function bodySchema(body: z.ZodType): Record<string, unknown> {
+  const schema = z.toJSONSchema(body, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  const members = (schema.oneOf ?? schema.anyOf) as Array<{ type?: unknown }> | undefined;
+  if (schema.type === undefined && members?.every((m) => m.type === 'object')) return { type: 'object', ...schema };
+  return schema;
+}
+
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
 const str = { type: 'string' } as const;
 const int = { type: 'integer' } as const;
@@ -107,7 +118,7 @@ export function createOpenApiDocument(routes: readonly Route[], version: string)
           parameters: [{ name: param, in: 'path', required: true, description: param === 'fqn' ? 'The FQN, URL-encoded' : 'The session id', schema: str }],
         }),
         ...(op.body !== undefined && {
-          requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(op.body, { io: 'input', unrepresentable: 'any' }) } } },
+          requestBody: { required: true, content: { 'application/json': { schema: bodySchema(op.body) } } },
         }),
         responses,
       };

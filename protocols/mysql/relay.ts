@@ -162,8 +162,9 @@ export class MysqlRelay {
 
   private onClientPacket(p: PacketRef): void {
     if (this.ended) return;
-    if (this.messageSeq === NO_SEQ) this.messageSeq = p.seq;
-    else if (p.seq !== ((this.messageSeq + 1) & 0xff)) {
+    // A command starts a new exchange with sequence id 0; its continuation packets count up from there.
+    const expected = this.messageSeq === NO_SEQ ? 0 : (this.messageSeq + 1) & 0xff;
+    if (p.seq !== expected) {
       this.close('error', mysqlErrors.packetsOutOfOrder());
       return;
     }
@@ -172,13 +173,7 @@ export class MysqlRelay {
       this.messageSeq = p.seq;
       return;
     }
-    const first = this.messageSeq;
     this.messageSeq = NO_SEQ;
-    // A command starts a new exchange with sequence id 0.
-    if (first !== 0) {
-      this.close('error', mysqlErrors.packetsOutOfOrder());
-      return;
-    }
     if (this.held !== undefined) {
       this.held.push(Buffer.from(message));
       return;

@@ -31,7 +31,7 @@ let tlsPort: number;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sempipe-mysql-'));
   cert = makeCertificate(dir, 'localhost');
-  server = await startMariaDb({ tls: true });
+  server = await startMariaDb({ tls: true, settings: { max_allowed_packet: '64M' } });
   server.sql('CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(100)); INSERT INTO items VALUES (1, "one"), (2, "two"), (3, "three")', server.database);
   [sha2Port, nativePort, tlsPort] = await freePorts(3);
   const tls = `{ cert: ${cert.certFile}, key: ${cert.keyFile} }`;
@@ -132,6 +132,18 @@ describe('mysql2', () => {
     await c.changeUser({ database: 'shop' }).catch(() => undefined);
     await c.end();
   });
+});
+
+test('a prepared statement with a value over 16 MiB (continuation packets both ways) round-trips', async () => {
+  const c = await connect(nativePort);
+  const big = 'x'.repeat(17 * 1024 * 1024);
+  const [rows] = await c.execute('SELECT LENGTH(?) AS n, ? AS v', [big, big]);
+  const [row] = rows as Array<{ n: number; v: string }>;
+  expect(row!.n).toBe(big.length);
+  expect(row!.v === big).toBe(true);
+  const [after] = await c.query('SELECT 1 AS ok');
+  expect(after).toEqual([{ ok: 1 }]);
+  await c.end();
 });
 
 describe('the mariadb CLI', () => {

@@ -3,6 +3,7 @@
 // that connection with an ERR; an upstream that is down or killed mid-session reaches the client
 // as an ERR, never a hang; other connections keep working throughout.
 import net from 'node:net';
+import fc from 'fast-check';
 import mysql from 'mysql2/promise';
 import { afterAll, beforeAll, expect, test } from 'vitest';
 import { nativeScramble } from '../../protocols/mysql/auth/native-password.js';
@@ -109,6 +110,22 @@ test('a garbage handshake response gets ERR 1043; a truncated one times out with
   expect(await truncated.next()).toBeUndefined();
   const [rows] = await bystander.query('SELECT 2 AS ok');
   expect(rows).toEqual([{ ok: 2 }]);
+  await bystander.end();
+});
+
+test('fast-check: arbitrary bytes as the handshake response never crash sempipe or hang the connection', async () => {
+  await fc.assert(
+    fc.asyncProperty(fc.uint8Array({ minLength: 1, maxLength: 200 }), fc.boolean(), async (bytes, framed) => {
+      const c = await raw();
+      await c.next();
+      c.socket.end(framed ? packet(Buffer.from(bytes), 1) : Buffer.from(bytes));
+      for (let p = await c.next(); p !== undefined; p = await c.next()) expect(p.payload[0]).toBe(0xff);
+    }),
+    { numRuns: 40 },
+  );
+  const bystander = await connect();
+  const [rows] = await bystander.query('SELECT 4 AS ok');
+  expect(rows).toEqual([{ ok: 4 }]);
   await bystander.end();
 });
 

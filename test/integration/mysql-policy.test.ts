@@ -6,6 +6,8 @@
 // revoking the binding closes live sessions. The upstream caching_sha2_password leg (with its RSA
 // path) is tested against a second binding of sempipe's own client-facing side.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import mysql from 'mysql2/promise';
@@ -19,6 +21,10 @@ const GUARDED = 'binding::/test/guarded::shop';
 const READ_ONLY = 'binding::/test/ro::shop';
 const OTHER = 'binding::/test/other::shop';
 const CHAINED = 'binding::/test/chained::shop';
+const HOOKED = 'binding::/test/hooked::shop';
+
+let hookServer: Server;
+const hookCalls: Array<Record<string, unknown>> = [];
 
 let server: MariaDbServer;
 let sempipe: SempipeProcess;
@@ -27,10 +33,22 @@ const port: Record<string, number> = {};
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sempipe-mysql-policy-'));
+  hookServer = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      const parsed = JSON.parse(body) as Record<string, unknown>;
+      hookCalls.push(parsed);
+      const permitted = !String(parsed.statement).includes('hook_deny');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(permitted ? { permitted } : { permitted, reason: 'not on fridays' }));
+    });
+  });
+  await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
+  const hookUrl = `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}`;
   server = await startMariaDb();
   server.sql('CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(100)); CREATE TABLE secrets (v TEXT); INSERT INTO items SELECT seq, CONCAT("item ", seq) FROM seq_1_to_50', server.database);
-  const [g, ro, other, chained] = await freePorts(4);
-  Object.assign(port, { [GUARDED]: g, [READ_ONLY]: ro, [OTHER]: other, [CHAINED]: chained });
+  const [g, ro, other, chained, hooked] = await freePorts(5);
+  Object.assign(port, { [GUARDED]: g, [READ_ONLY]: ro, [OTHER]: other, [CHAINED]: chained, [HOOKED]: hooked });
   const binding = (fqn: string, service = 'service::/test::shop', auth = 'mysql_native_password'): string => `  - fqn: ${fqn}
     service: ${service}
     listen: 127.0.0.1:${port[fqn]}
@@ -57,7 +75,12 @@ ${binding(GUARDED)}
 ${binding(READ_ONLY)}
 ${binding(OTHER, 'service::/test::shop', 'caching_sha2_password')}
 ${binding(CHAINED, 'service::/test::through-sempipe')}
+${binding(HOOKED)}
 policies:
+  - fqn: policy::/test::hooks
+    realm: binding::/test/hooked
+    hooks:
+      - { classes: [select], url: "${hookUrl}/hook", timeout: 2s, on_error: deny }
   - fqn: policy::/test::guard
     realm: binding::/test/guarded
     deny: { classes: [ddl], tables: [secrets], functions: [load_file] }
@@ -71,6 +94,7 @@ policies:
 
 afterAll(async () => {
   await sempipe?.stop();
+  await new Promise((r) => hookServer?.close(r));
   await destroyMariaDb(server);
   rmSync(dir, { recursive: true, force: true });
 });
@@ -106,6 +130,20 @@ describe('denials', () => {
     expect(rows).toEqual([{ name: 'item 1' }]);
     await c.end();
   });
+});
+
+test('a hook decides asynchronously: its refusal is ERR 1142 with its reason, its permit lets text and prepared statements run', async () => {
+  const c = await connect(HOOKED);
+  const [rows] = await c.query('SELECT 1 AS a');
+  expect(rows).toEqual([{ a: 1 }]);
+  const err = await failure(c.query("SELECT 'hook_deny' AS b"));
+  expect(err).toMatchObject({ errno: 1142, sqlState: '42000' });
+  expect(err.message).toContain('not on fridays');
+  const [prepared] = await c.execute('SELECT ? AS c', [7]);
+  expect(prepared).toEqual([{ c: 7 }]);
+  expect(hookCalls.map((h) => h.statement)).toEqual(expect.arrayContaining(['SELECT 1 AS a', "SELECT 'hook_deny' AS b", 'SELECT ? AS c']));
+  expect(hookCalls[0]).toMatchObject({ binding: HOOKED, user: 'web', class: 'select' });
+  await c.end();
 });
 
 describe('limits', () => {
