@@ -50,7 +50,7 @@ describe('protocol: mysql', () => {
       protocol: 'mysql',
       fqn: 'binding::/prod/web::shop',
       service: 'service::/prod::shop',
-      listen: { host: '127.0.0.1', port: 3307 },
+      listen: [{ host: '127.0.0.1', port: 3307 }],
       database: 'shop',
       auth: 'mysql_native_password',
       clients: [{ user: 'web', password: 'web-secret' }],
