@@ -153,7 +153,8 @@ export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlan
       recordUpstreamError(metrics, binding, code);
       // The client was told the service and the kind of failure; where the server is and what Node or
       // the server said about it goes here only.
-      const where = error instanceof UpstreamError ? { upstream: error.address, reason: error.reason, detail: error.upstreamMessage } : {};
+      const where =
+        error instanceof UpstreamError || error instanceof MysqlUpstreamError ? { upstream: error.address, reason: error.reason, detail: error.upstreamMessage } : {};
       log.warn({ binding, code, ...where, err: error instanceof Error ? error.message : String(error) }, 'upstream error');
     },
     onError: (message, error) => log.error({ err: error instanceof Error ? error.message : String(error) }, message),

@@ -4,7 +4,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import type { MysqlBindingConfig, SempipeConfig, ServiceConfig } from '../../control/config.js';
 import type { StageFactory } from '../../proxy/stage.js';
 import { sha2StoredHash } from './auth/caching-sha2.js';
 import { nativeStoredHash } from './auth/native-password.js';
@@ -44,10 +43,30 @@ export const UNKNOWN_USER: MysqlClientCredential = (() => {
   return { native: nativeStoredHash(password), sha2: sha2StoredHash(password) };
 })();
 
+/** The parts of a MySQL binding's normalized config the runtime is made from (control/ hands them in). */
+export interface MysqlBindingSettings {
+  fqn: string;
+  database: string;
+  auth: MysqlAuthMethod;
+  clients: ReadonlyArray<{ user: string; password?: string }>;
+  tls?: { cert: string; key: string; required: boolean };
+}
+
+export interface MysqlServiceSettings {
+  fqn: string;
+  upstream: Omit<MysqlUpstreamTarget, 'password' | 'connectTimeoutMs' | 'maxMessageSize'> & { password?: string };
+}
+
+export interface MysqlLimits {
+  connectTimeoutMs: number;
+  authTimeoutMs: number;
+  maxMessageSize: number;
+}
+
 export function createMysqlBindingRuntime(
-  binding: MysqlBindingConfig,
-  service: ServiceConfig,
-  config: SempipeConfig,
+  binding: MysqlBindingSettings,
+  service: MysqlServiceSettings,
+  config: { limits: MysqlLimits },
   stages: readonly StageFactory[],
 ): MysqlBindingRuntime {
   const clients = new Map<string, MysqlClientCredential>();

@@ -5,6 +5,7 @@
 import { z } from 'zod';
 
 export const MYSQL_UPSTREAM_TLS_MODES = ['disable', 'prefer', 'require', 'verify-full'] as const;
+export type MysqlUpstreamTlsMode = (typeof MYSQL_UPSTREAM_TLS_MODES)[number];
 export const MYSQL_AUTH_METHODS = ['caching_sha2_password', 'mysql_native_password'] as const;
 export type MysqlAuthMethod = (typeof MYSQL_AUTH_METHODS)[number];
 

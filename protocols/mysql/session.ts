@@ -80,7 +80,7 @@ export async function handleMysqlConnection(socket: Socket, rt: MysqlBindingRunt
   try {
     upstream = await connectMysqlUpstream(rt.upstream, { capabilities: client.capabilities, collation: client.collation, attributes: client.attributes });
   } catch (err) {
-    const e = err instanceof MysqlUpstreamError ? err : new MysqlUpstreamError(`upstream for ${rt.serviceFqn} failed: ${String(err)}`);
+    const e = err instanceof MysqlUpstreamError ? err : new MysqlUpstreamError('the upstream login failed', undefined, undefined, String(err));
     host.onUpstreamError(rt.fqn, e);
     refuse(mysqlErrors.upstream(`sempipe could not connect to ${rt.serviceFqn}: ${e.message}`), 'upstream');
     return;

@@ -8,17 +8,23 @@
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { ServiceConfig } from '../../control/config.js';
+import { networkFailureKind, tlsFailureKind } from '../../proxy/network-failure.js';
 import { CACHING_SHA2, FAST_AUTH_OK, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY, rsaEncryptPassword, sha2Scramble } from './auth/caching-sha2.js';
 import { NATIVE_PASSWORD, nativeScramble } from './auth/native-password.js';
+import type { MysqlUpstreamTlsMode } from './config-schema.js';
 import { Cap, Command, DEFAULT_COLLATION, Header, RELAY_CAPABILITIES } from './constants.js';
 import { handshakeResponse, packet, parseErr, parseServerHandshake, sslRequest } from './messages.js';
 import { PacketReader, PacketReaderError, type Message } from './packet-reader.js';
 
-type ServiceUpstream = ServiceConfig['upstream'];
-
-export interface MysqlUpstreamTarget extends ServiceUpstream {
+export interface MysqlUpstreamTarget {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
   password: string;
+  tls: MysqlUpstreamTlsMode;
+  /** CA file for verify-full (absolute path). */
+  ca?: string;
   /** Covers TCP connect, TLS and authentication up to the OK. */
   connectTimeoutMs: number;
   maxMessageSize: number;
@@ -41,13 +47,21 @@ export interface MysqlUpstreamConnection {
   capabilities: number;
 }
 
+/**
+ * A failed upstream login. The message names the kind of failure only, never the server's address
+ * (it may be shown to the client); `address` and `reason` (Node's own message) are for the operator
+ * log.
+ */
 export class MysqlUpstreamError extends Error {
   override readonly name = 'MysqlUpstreamError';
+  /** host:port of the server, set once the error leaves connectMysqlUpstream. */
+  address?: string;
   constructor(
     message: string,
     /** The server's error number when it refused us; for logs and metrics. */
     readonly upstreamErrno?: number,
     readonly upstreamMessage?: string,
+    readonly reason?: string,
   ) {
     super(message);
   }
@@ -60,15 +74,14 @@ const MAX_LOGIN_MESSAGE = 1 << 20;
 const UPSTREAM_BASE = Cap.LongPassword | Cap.Protocol41 | Cap.SecureConnection | Cap.PluginAuth | Cap.PluginAuthLenencClientData | Cap.ConnectWithDb | Cap.Transactions;
 
 export async function connectMysqlUpstream(t: MysqlUpstreamTarget, login: UpstreamLogin): Promise<MysqlUpstreamConnection> {
-  const where = `${t.host}:${t.port}`;
   let socket: net.Socket | tls.TLSSocket = net.connect({ host: t.host, port: t.port, noDelay: true });
   const reader = new PacketReader(MAX_LOGIN_MESSAGE);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new MysqlUpstreamError(`upstream ${where} did not complete the login within ${t.connectTimeoutMs}ms`)), t.connectTimeoutMs);
+    timer = setTimeout(() => reject(new MysqlUpstreamError(`the upstream did not complete the login within ${t.connectTimeoutMs}ms`)), t.connectTimeoutMs);
   });
   const connectError = new Promise<never>((_, reject) => {
-    socket.once('error', (e: Error) => reject(new MysqlUpstreamError(`cannot reach upstream ${where}: ${e.message}`)));
+    socket.once('error', (e: Error) => reject(new MysqlUpstreamError(`the upstream is unreachable: ${networkFailureKind(e, 'connecting')}`, undefined, undefined, e.message)));
   });
   try {
     await Promise.race([new Promise<void>((resolve) => socket.once('connect', () => resolve())), connectError, timeout]);
@@ -81,9 +94,14 @@ export async function connectMysqlUpstream(t: MysqlUpstreamTarget, login: Upstre
     reader.detach();
     socket.on('error', ignore);
     socket.destroy();
-    if (err instanceof MysqlUpstreamError) throw err;
-    if (err instanceof PacketReaderError) throw new MysqlUpstreamError(`upstream ${where} ${err.kind === 'closed' ? 'closed the connection during login' : 'sent an oversized login message'}`);
-    throw new MysqlUpstreamError(`upstream ${where} login failed: ${err instanceof Error ? err.message : String(err)}`);
+    const failure =
+      err instanceof MysqlUpstreamError
+        ? err
+        : err instanceof PacketReaderError
+          ? new MysqlUpstreamError(`the upstream ${err.kind === 'closed' ? 'closed the connection during login' : 'sent an oversized login message'}`)
+          : new MysqlUpstreamError(`the upstream login failed: ${networkFailureKind(err, 'logging in')}`, undefined, undefined, err instanceof Error ? err.message : String(err));
+    failure.address = `${t.host}:${t.port}`;
+    throw failure;
   } finally {
     clearTimeout(timer);
   }
@@ -96,22 +114,21 @@ async function login41(
   current: () => net.Socket,
   replace: (s: tls.TLSSocket) => void,
 ): Promise<Omit<MysqlUpstreamConnection, 'socket'>> {
-  const where = `${t.host}:${t.port}`;
   const greeting = await reader.next();
-  if (greeting.payload[0] === Header.Err) throw refused(where, greeting.payload);
+  if (greeting.payload[0] === Header.Err) throw refused(greeting.payload);
   const hs = parseServerHandshake(greeting.payload);
-  if (hs === undefined) throw new MysqlUpstreamError(`upstream ${where} sent an invalid handshake`);
+  if (hs === undefined) throw new MysqlUpstreamError(`the upstream sent an invalid handshake`);
   let seq = greeting.seq + 1;
 
   const wanted = (UPSTREAM_BASE | (login.capabilities & RELAY_CAPABILITIES) | (login.capabilities & Cap.ConnectAttrs)) >>> 0;
   const missing = (login.capabilities & RELAY_CAPABILITIES & ~hs.capabilities) >>> 0;
-  if (missing !== 0) throw new MysqlUpstreamError(`upstream ${where} lacks capabilities the client negotiated (0x${missing.toString(16)})`);
+  if (missing !== 0) throw new MysqlUpstreamError(`the upstream lacks capabilities the client negotiated (0x${missing.toString(16)})`);
   const capabilities = (wanted & hs.capabilities) >>> 0;
 
   let secure = false;
   const serverTls = (hs.capabilities & Cap.Ssl) !== 0;
   if (t.tls === 'require' || t.tls === 'verify-full' || (t.tls === 'prefer' && serverTls)) {
-    if (!serverTls) throw new MysqlUpstreamError(`upstream ${where} does not offer TLS (tls: ${t.tls})`);
+    if (!serverTls) throw new MysqlUpstreamError(`the upstream does not offer TLS (tls: ${t.tls})`);
     current().write(sslRequest(capabilities, login.collation || DEFAULT_COLLATION, seq++));
     reader.detach();
     const s = tls.connect({
@@ -120,7 +137,7 @@ async function login41(
     });
     await new Promise<void>((resolve, reject) => {
       s.once('secureConnect', () => resolve());
-      s.once('error', (e) => reject(new MysqlUpstreamError(`TLS with upstream ${where} failed: ${e.message}`)));
+      s.once('error', (e) => reject(new MysqlUpstreamError(`the upstream's ${tlsFailureKind(e)}`, undefined, undefined, e.message)));
     });
     replace(s);
     reader.attach(s);
@@ -155,43 +172,43 @@ async function login41(
     const p = m.payload;
     switch (p[0]) {
       case Header.Ok:
-        if (reader.hasMore) throw new MysqlUpstreamError(`upstream ${where} sent data after its OK`);
+        if (reader.hasMore) throw new MysqlUpstreamError(`the upstream sent data after its OK`);
         return { connectionId: hs.connectionId, serverVersion: hs.serverVersion, capabilities: finalCaps };
       case Header.Err:
-        throw refused(where, p);
+        throw refused(p);
       case Header.Eof: {
         // AuthSwitchRequest: plugin name NUL, then the new scramble (NUL-terminated).
         const nul = p.indexOf(0, 1);
         plugin = p.toString('utf8', 1, nul < 0 ? p.length : nul);
         scramble = nul < 0 ? Buffer.alloc(0) : p.subarray(nul + 1, p[p.length - 1] === 0 ? p.length - 1 : p.length);
         if (plugin !== NATIVE_PASSWORD && plugin !== CACHING_SHA2) {
-          throw new MysqlUpstreamError(`upstream ${where} asks for auth plugin ${plugin}; sempipe speaks ${NATIVE_PASSWORD} and ${CACHING_SHA2} upstream`);
+          throw new MysqlUpstreamError(`the upstream asks for auth plugin ${plugin}; sempipe speaks ${NATIVE_PASSWORD} and ${CACHING_SHA2} upstream`);
         }
         send(answer(plugin, scramble));
         break;
       }
       case Header.AuthMoreData:
-        if (plugin !== CACHING_SHA2) throw new MysqlUpstreamError(`upstream ${where} sent unexpected auth data`);
+        if (plugin !== CACHING_SHA2) throw new MysqlUpstreamError(`the upstream sent unexpected auth data`);
         if (p[1] === FAST_AUTH_OK) break;
-        if (p[1] !== PERFORM_FULL_AUTH) throw new MysqlUpstreamError(`upstream ${where} sent unexpected caching_sha2_password data`);
+        if (p[1] !== PERFORM_FULL_AUTH) throw new MysqlUpstreamError(`the upstream sent unexpected caching_sha2_password data`);
         if (secure) {
           send(Buffer.from(t.password + '\0'));
         } else {
           send(Buffer.from([REQUEST_PUBLIC_KEY]));
           const key = await next();
-          if (key.payload[0] !== Header.AuthMoreData) throw refused(where, key.payload);
+          if (key.payload[0] !== Header.AuthMoreData) throw refused(key.payload);
           send(rsaEncryptPassword(t.password, scramble, key.payload.toString('latin1', 1)));
         }
         break;
       default:
-        throw new MysqlUpstreamError(`upstream ${where} sent an unexpected login packet (0x${(p[0] ?? 0).toString(16)})`);
+        throw new MysqlUpstreamError(`the upstream sent an unexpected login packet (0x${(p[0] ?? 0).toString(16)})`);
     }
   }
 }
 
-function refused(where: string, payload: Buffer): MysqlUpstreamError {
+function refused(payload: Buffer): MysqlUpstreamError {
   const err = parseErr(payload);
-  return new MysqlUpstreamError(`upstream ${where} refused the login`, err?.errno, err?.message);
+  return new MysqlUpstreamError('the upstream refused the login', err?.errno, err?.message);
 }
 
 /**

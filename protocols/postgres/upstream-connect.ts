@@ -14,6 +14,7 @@ import tls from 'node:tls';
 import { serialize } from 'pg-protocol';
 import { Parser } from 'pg-protocol/dist/parser.js';
 import type { BackendKeyDataMessage, BackendMessage, DatabaseError } from 'pg-protocol/dist/messages.js';
+import { networkFailureKind, tlsFailureKind } from '../../proxy/network-failure.js';
 import { createUpstreamAuth, handleAuthRequest, type UpstreamAuthMethod } from './auth/upstream-auth.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameRef } from './frame-scanner.js';
 import { BackendCode, StartupCode } from './message-codes.js';
@@ -101,33 +102,13 @@ type Phase = 'connecting' | 'negotiating TLS' | 'authenticating';
 /** A failure in sempipe's own words, which name no address: it may be shown to the client as it is. */
 class StartupFailure extends Error {}
 
-/** Node's error codes for failures of the TCP connection, as the client is told of them. */
-const NETWORK_FAILURES: Record<string, string> = {
-  ECONNREFUSED: 'connection refused',
-  ECONNRESET: 'connection reset by the server',
-  EPIPE: 'connection reset by the server',
-  ETIMEDOUT: 'connection timed out',
-  EHOSTUNREACH: 'host unreachable',
-  ENETUNREACH: 'network unreachable',
-  ENOTFOUND: 'host name not found',
-  EAI_AGAIN: 'host name lookup failed',
-};
-
 const addressOf = (t: { host: string; port: number }): string => `${t.host}:${t.port}`;
 const upstreamOf = (t: { serviceFqn?: string }): string => `upstream for ${t.serviceFqn ?? 'service'}`;
 
-/**
- * The kind of a failure the client may be told of. A Node error's message names the address
- * ("connect ECONNREFUSED 127.0.0.1:5432"), so only its code is used, and only when it is a plain
- * identifier (TLS verification codes such as DEPTH_ZERO_SELF_SIGNED_CERT are).
- */
+/** The kind of a failure the client may be told of: sempipe's own words, or the Node error's code (see proxy/network-failure.ts). */
 function failureKind(err: unknown, phase: Phase): string {
   if (err instanceof StartupFailure) return err.message;
-  const code = (err as NodeJS.ErrnoException | undefined)?.code;
-  const known = typeof code === 'string' && /^[A-Z0-9_]+$/.test(code) ? code : undefined;
-  if (phase === 'negotiating TLS') return `TLS handshake failed${known === undefined ? '' : ` (${known})`}`;
-  if (known !== undefined) return NETWORK_FAILURES[known] ?? `network error (${known})`;
-  return `network error while ${phase}`;
+  return phase === 'negotiating TLS' ? tlsFailureKind(err) : networkFailureKind(err, phase);
 }
 
 function unreachable(t: CancelTarget, kind: string, reason?: string): UpstreamError {

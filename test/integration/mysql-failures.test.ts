@@ -18,10 +18,11 @@ let server: MariaDbServer;
 let sempipe: SempipeProcess;
 let shopPort: number;
 let downPort: number;
+/** Where the down service's upstream would be: nothing listens there. */
+let deadPort: number;
 
 beforeAll(async () => {
   server = await startMariaDb();
-  let deadPort: number;
   [shopPort, downPort, deadPort] = await freePorts(3);
   const binding = (fqn: string, service: string, p: number): string =>
     `  - { fqn: ${fqn}, service: ${service}, listen: 127.0.0.1:${p}, database: shop, auth: mysql_native_password, clients: [ { user: web, password: ${PASSWORD} } ] }`;
@@ -129,10 +130,12 @@ test('fast-check: arbitrary bytes as the handshake response never crash sempipe 
   await bystander.end();
 });
 
-test('an upstream that is down gets the client an ERR naming the service, not a hang', async () => {
+test('an upstream that is down gets the client an ERR naming the service and the failure, not its address; the address goes to the operator log', async () => {
   const err = await connect(downPort).then(() => undefined, (e: { errno: number; message: string }) => e);
   expect(err?.errno).toBe(2013);
-  expect(err?.message).toContain('service::/test::down');
+  expect(err?.message).toBe('sempipe could not connect to service::/test::down: the upstream is unreachable: connection refused');
+  expect(err?.message).not.toContain(String(deadPort));
+  await expect.poll(() => sempipe.stderr()).toContain(`"upstream":"127.0.0.1:${deadPort}"`);
 });
 
 test('an upstream connection killed mid-session ends that session with an ERR; new sessions work', async () => {
