@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import type { SempipeConfig } from '../control/config.js';
+import type { BindingConfig, SempipeConfig, ServiceConfig } from '../control/config.js';
 import type { DataPlaneSnapshot } from '../control/dataplane-snapshot.js';
 
 export interface ControlPlaneClientOptions {
@@ -143,14 +143,15 @@ export class ControlPlaneClient {
       stateDir: local.stateDir,
       limits: s.limits,
       audit: { ...s.audit, destination: local.auditDestination },
+      // The snapshot keeps each resource's own protocol shape; only the file references change.
       services: s.services.map(({ upstream: { caPem, ...upstream }, ...rest }) => ({
         ...rest,
         upstream: { ...upstream, ...(caPem ? { ca: this.pemFile(caPem, 'ca.pem') } : {}) },
-      })),
+      }) as ServiceConfig),
       bindings: s.bindings.map(({ tls, ...rest }) => ({
         ...rest,
-        ...(tls ? { tls: { cert: this.pemFile(tls.certPem, 'crt'), key: this.pemFile(tls.keyPem, 'key'), required: tls.required } } : {}),
-      })),
+        ...(tls ? { tls: { cert: this.pemFile(tls.certPem, 'crt'), key: this.pemFile(tls.keyPem, 'key'), ...(tls.required !== undefined && { required: tls.required }) } } : {}),
+      }) as BindingConfig),
       policies: s.policies,
     };
   }

@@ -29,6 +29,7 @@ export const protocolHandlers: Record<string, ConnectionHandler> = {
  */
 export function prepareCredentials(config: SempipeConfig): SempipeConfig {
   for (const b of config.bindings) {
+    if (b.auth === 'bearer') continue;
     for (const c of b.clients) {
       if (c.verifier === undefined && c.password !== undefined) {
         c.verifier = createScramVerifier(c.password);
@@ -64,13 +65,11 @@ export function servedBindings(config: SempipeConfig): BindingConfig[] {
 
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
-  return servedBindings(config).map((b) => ({
-    fqn: b.fqn,
-    protocol: services.get(b.service)!.protocol,
-    host: b.listen.host,
-    port: b.listen.port,
-    runtime: createPgBindingRuntime(b, services.get(b.service)!, config, stages),
-  }));
+  return servedBindings(config).flatMap((b) => {
+    const service = services.get(b.service)!;
+    if (b.auth === 'bearer' || service.protocol !== 'postgres') return [];
+    return [{ fqn: b.fqn, protocol: service.protocol, host: b.listen.host, port: b.listen.port, runtime: createPgBindingRuntime(b, service, config, stages) }];
+  });
 }
 
 /**

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CatalogError, openCatalog, type Catalog } from './catalog.js';
-import { parseConfig, type SempipeConfig, type ServiceConfig } from './config.js';
+import { parseConfig, type PgBindingConfig, type PgServiceConfig, type SempipeConfig, type ServiceConfig } from './config.js';
 import { validatePolicy } from './policy/policy-schema.js';
 import { openStateStore } from './state-store.js';
 import { createScramVerifier, parseScramVerifier, verifyPasswordAgainstScram } from '../protocols/postgres/auth/scram-verifier.js';
@@ -91,9 +91,9 @@ describe('Catalog merge rules', () => {
     expect(eff.services.map((s) => s.fqn)).toEqual(['service::/prod::orders', 'service::/prod::cache']);
     expect(eff.bindings.map((b) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod::cache-job']);
     const b = eff.bindings[1]!;
-    expect(b.database).toBe('cache');
+    expect((b as PgBindingConfig).database).toBe('cache');
     expect(b.clients).toEqual([{ user: 'cache-job', verifier: expect.stringMatching(/^SCRAM-SHA-256\$/) }]);
-    expect(verifyPasswordAgainstScram(issued.password, parseScramVerifier(b.clients[0]!.verifier!)!)).toBe(true);
+    expect(verifyPasswordAgainstScram(issued.password, parseScramVerifier((b as PgBindingConfig).clients[0]!.verifier!)!)).toBe(true);
     expect(eff.admin).toEqual(fileConfig().admin);
     expect(c.listServices().map((s) => [s.fqn, s.source])).toEqual([
       ['service::/prod::orders', 'file'],
@@ -207,7 +207,7 @@ ${fileService}
     const second = c.rotateBinding('binding::/p::r');
     expect(second.password).not.toBe(first.password);
     expect(second.uri).toBe(`postgres://reporter:${second.password}@${c.getBinding('binding::/p::r').listen}/orders`);
-    const verifier = parseScramVerifier(c.effective().bindings.find((b) => b.fqn === 'binding::/p::r')!.clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((c.effective().bindings.find((b) => b.fqn === 'binding::/p::r') as PgBindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(second.password, verifier)).toBe(true);
     expect(verifyPasswordAgainstScram(first.password, verifier)).toBe(false);
     expect(refusal(() => c.rotateBinding('binding::/p::missing')).code).toBe('not_found');
@@ -221,7 +221,7 @@ ${fileService}
     c.updateService(apiService.fqn, { ...apiService, upstream: { ...noPassword, port: 6543 } });
     expect(c.effective().services[1]!.upstream).toMatchObject({ port: 6543, password: 'api-up-pw' });
     c.rotateService(apiService.fqn, 'rotated-up-pw');
-    expect(c.effective().services[1]!.upstream.password).toBe('rotated-up-pw');
+    expect((c.effective().services[1] as PgServiceConfig).upstream.password).toBe('rotated-up-pw');
     expect(c.getService(apiService.fqn).upstream).not.toHaveProperty('password');
     expect(refusal(() => c.updateService(apiService.fqn, { ...apiService, fqn: 'service::/prod::other' })).path).toBe('fqn');
 
@@ -300,9 +300,9 @@ ${fileService}
 
     const again = open(dir);
     expect(again.effective()).toEqual(before);
-    const verifier = parseScramVerifier(again.effective().bindings.find((b) => b.fqn === 'binding::/p::keep')!.clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((again.effective().bindings.find((b) => b.fqn === 'binding::/p::keep') as PgBindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(rotated.password, verifier)).toBe(true);
-    expect(again.effective().services.find((s) => s.fqn === apiService.fqn)!.upstream.password).toBe('after-rotation');
+    expect((again.effective().services.find((s) => s.fqn === apiService.fqn) as PgServiceConfig).upstream.password).toBe('after-rotation');
     expect(again.sequence()).toBe(5);
   });
 });

@@ -8,7 +8,7 @@
 // with the reason until the operator deletes it or the conflict goes away.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
+import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type PgBindingConfig, type SempipeConfig, type ServiceConfig } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
 import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
@@ -30,21 +30,32 @@ export class CatalogError extends Error {
   }
 }
 
-/** A service as the API shows it: never the upstream password. */
-export interface ServiceView {
-  fqn: string;
-  protocol: ServiceConfig['protocol'];
-  upstream: Omit<ServiceConfig['upstream'], 'password'>;
-  source: Source;
+/** The upstream of an HTTP service as the API shows it: the injected header names, never their values. */
+export interface HttpUpstreamView {
+  url: string;
+  headers: string[];
+  basic?: { user: string };
+  bearer?: true;
+  ca?: string;
+  timeoutMs: number;
+  bodyTimeoutMs: number;
+  connections: number;
 }
+
+/** A service as the API shows it: never the upstream password or injected credential. */
+export type ServiceView =
+  | { fqn: string; protocol: 'postgres'; upstream: Omit<Extract<ServiceConfig, { protocol: 'postgres' }>['upstream'], 'password'>; source: Source }
+  | { fqn: string; protocol: 'http'; upstream: HttpUpstreamView; source: Source };
 
 /** A binding as the API shows it: client users, never passwords or verifiers. */
 export interface BindingView {
   fqn: string;
   service: string;
   listen: string;
-  database: string;
-  auth: ClientAuthMethod;
+  /** PostgreSQL bindings only. */
+  database?: string;
+  auth: ClientAuthMethod | 'bearer';
+  /** Client users (PostgreSQL) or client names (HTTP). */
   users: string[];
   tls?: { required: boolean };
   source: Source;
@@ -221,8 +232,11 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     updateService(fqn, service) {
       const current = apiService(fqn);
       if (service.fqn !== fqn) throw new CatalogError('invalid', `the body names ${service.fqn}, the path ${fqn}`, 'fqn');
-      const password = service.upstream.password ?? current.upstream.password;
-      const next: ServiceConfig = { ...service, upstream: { ...service.upstream, ...(password !== undefined && { password }) } };
+      let next: ServiceConfig = service;
+      if (service.protocol === 'postgres' && current.protocol === 'postgres') {
+        const password = service.upstream.password ?? current.upstream.password;
+        next = { ...service, upstream: { ...service.upstream, ...(password !== undefined && { password }) } };
+      }
       store.putService(next);
       changed();
       return serviceView(next, 'api');
@@ -235,6 +249,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     },
     rotateService(fqn, password) {
       const current = apiService(fqn);
+      if (current.protocol !== 'postgres') throw new CatalogError('invalid', `${fqn} is an ${current.protocol} service; replace its upstream credential with PUT`, 'password');
       store.putService({ ...current, upstream: { ...current.upstream, password } });
       changed();
     },
@@ -258,6 +273,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       const m = merged();
       const service = m.config.services.find((s) => s.fqn === input.service);
       if (service === undefined) throw new CatalogError('invalid', `unknown service "${input.service}"`, 'service');
+      if (service.protocol !== 'postgres') throw new CatalogError('invalid', `${input.service} is an ${service.protocol} service; this request creates PostgreSQL bindings`, 'service');
       const owner = listenerOwner(m.config, listen);
       if (owner !== undefined) throw new CatalogError('conflict', `address ${formatHostPort(listen)} is already used by ${owner}`);
       const { stored, credentials } = issue({
@@ -369,7 +385,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
   return { config: { ...structuredClone(file), services, bindings, policies }, suspended, source };
 }
 
-function toBindingConfig(b: StoredBinding): BindingConfig {
+function toBindingConfig(b: StoredBinding): PgBindingConfig {
   return {
     fqn: b.fqn,
     service: b.service,
@@ -416,11 +432,37 @@ function connectionUri(b: StoredBinding, password: string): string {
 }
 
 function serviceView(s: ServiceConfig, source: Source): ServiceView {
+  if (s.protocol === 'http') {
+    const { url, headers, basic, bearer, ca, timeoutMs, bodyTimeoutMs, connections } = s.upstream;
+    const upstream: HttpUpstreamView = {
+      url,
+      headers: Object.keys(headers),
+      ...(basic !== undefined && { basic: { user: basic.user } }),
+      ...(bearer !== undefined && { bearer: true as const }),
+      ...(ca !== undefined && { ca }),
+      timeoutMs,
+      bodyTimeoutMs,
+      connections,
+    };
+    return { fqn: s.fqn, protocol: 'http', upstream, source };
+  }
   const { password: _password, ...upstream } = s.upstream;
   return { fqn: s.fqn, protocol: s.protocol, upstream, source };
 }
 
 function bindingView(b: BindingConfig, source: Source): BindingView {
+  if (b.auth === 'bearer') {
+    return {
+      fqn: b.fqn,
+      service: b.service,
+      listen: formatHostPort(b.listen),
+      auth: b.auth,
+      users: b.clients.map((c) => c.name),
+      ...(b.tls !== undefined && { tls: { required: true } }),
+      source,
+      active: true,
+    };
+  }
   return {
     fqn: b.fqn,
     service: b.service,

@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { FqnError, parseFqn, parseRealm, type FqnType } from './fqn.js';
 import { policySchema } from './policy/policy-schema.js';
+import { createHttpConfigSchemas } from '../protocols/http/config-schema.js';
 import { parseDuration, parseSize } from './units.js';
 
 export const UPSTREAM_TLS_MODES = ['disable', 'prefer', 'require', 'verify-full'] as const;
@@ -239,13 +240,16 @@ const bindingSchema = z
     }
   });
 
+// Each protocol owns its service and binding keys; a binding's `auth:` tells its protocol.
+const http = createHttpConfigSchemas({ serviceFqn: fqn('service'), bindingFqn: fqn('binding'), listen, nonEmpty, duration, size });
+
 export const configSchema = z.strictObject({
   admin: adminSchema.prefault({}),
   workers: workersSchema.optional(),
   limits: limitsSchema.prefault({}),
   audit: auditSchema.prefault({}),
-  services: z.array(serviceSchema).default([]),
-  bindings: z.array(bindingSchema).default([]),
+  services: z.array(z.discriminatedUnion('protocol', [serviceSchema, http.service])).default([]),
+  bindings: z.array(z.discriminatedUnion('auth', [bindingSchema, http.binding])).default([]),
   policies: z.array(policySchema).default([]),
   /** Where the state store keeps its data; relative to the config file's directory. */
   state_dir: nonEmpty.default('./sempipe-data'),

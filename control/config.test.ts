@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, formatHostPort, loadConfig, parseConfig, type SempipeConfig } from './config.js';
+import { ConfigError, formatHostPort, loadConfig, parseConfig, type PgServiceConfig, type SempipeConfig } from './config.js';
 
 /** A real SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802 key derivation). */
 function scramVerifier(password: string, iterations = 4096): string {
@@ -218,7 +218,7 @@ bindings:
       AUDIT_LEN: '100',
       TOKEN: 'abc',
     });
-    expect(config.services[0]!.upstream.port).toBe(5433);
+    expect((config.services[0] as PgServiceConfig).upstream.port).toBe(5433);
     expect(config.bindings[0]!.listen).toEqual({ host: '::1', port: 6432 });
     expect(config.bindings[0]!.clients).toEqual([{ user: 'api', verifier }]);
     // localhost:6432 and [::1]:6432 are compared literally, so they do not conflict.
@@ -311,7 +311,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
       [{ 4: '    upstream:', 5: '', 6: '', 7: '', 8: '' }, 4, 'services[0].upstream', 'expected a mapping, got an empty value'],
       [{ 6: '      port: [5432]' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535'],
       [{ 6: '      port: 70000' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535, got 70000'],
-      [{ 3: '    protocol: mysql' }, 3, 'services[0].protocol', 'expected "postgres", got "mysql"'],
+      [{ 3: '    protocol: mysql' }, 3, 'services[0].protocol', 'expected "postgres" | "http", got "mysql"'],
       [{ 5: '      host: 127' }, 5, 'services[0].upstream.host', 'expected a string, got a number (quote the value to make it a string)'],
       [{ 5: '      host: ""' }, 5, 'services[0].upstream.host', 'must not be empty'],
     ])('%j', (replacements, line, path, reason) => {
@@ -481,7 +481,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
     });
 
     it('auth method not in the enum', () => {
-      expectRefused(edit({}, '    auth: trust'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password", got "trust"');
+      expectRefused(edit({}, '    auth: trust'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password" | "bearer", got "trust"');
     });
   });
 

@@ -20,15 +20,21 @@ import {
   type RawConfig,
   type UPSTREAM_TLS_MODES,
 } from './config-schema.js';
+import { normalizeHttpBinding, normalizeHttpService, type HttpBindingConfig, type HttpServiceConfig } from '../protocols/http/config-schema.js';
 
-export { formatHostPort, type HostPort };
+export { formatHostPort, type HostPort, type HttpBindingConfig, type HttpServiceConfig };
 
 /** 'disable' | 'prefer' | 'require' | 'verify-full' */
 export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number];
 /** 'scram-sha-256' | 'md5' | 'password' */
 export type ClientAuthMethod = (typeof CLIENT_AUTH_METHODS)[number];
 
-export interface ServiceConfig {
+/** A service of any protocol; `protocol` tells which. */
+export type ServiceConfig = PgServiceConfig | HttpServiceConfig;
+/** A binding of any protocol; `auth` tells which ("bearer": HTTP). */
+export type BindingConfig = PgBindingConfig | HttpBindingConfig;
+
+export interface PgServiceConfig {
   fqn: string;
   protocol: 'postgres';
   upstream: {
@@ -56,7 +62,7 @@ export interface BindingTls {
   required: boolean;
 }
 
-export interface BindingConfig {
+export interface PgBindingConfig {
   fqn: string;
   service: string;
   listen: HostPort;
@@ -278,6 +284,15 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown): Problem[] {
       const quoteHint = issue.expected === 'string' && (typeof value === 'number' || typeof value === 'boolean') ? ' (quote the value to make it a string)' : '';
       return [{ path, reason: `expected ${EXPECTED[issue.expected] ?? issue.expected}, got ${describeValue(value)}${quoteHint}` }];
     }
+    case 'invalid_union':
+      // The protocol unions (services by `protocol:`, bindings by `auth:`) name their valid keys.
+      // zod adds `options` (the discriminator's values) to the issue without typing it.
+      const { options } = issue as { options?: unknown };
+      if (Array.isArray(options)) {
+        const valid = options.filter((o): o is string => typeof o === 'string');
+        return [{ path, reason: `expected ${valid.map((o) => JSON.stringify(o)).join(' | ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}` }];
+      }
+      return [{ path, reason: issue.message }];
     case 'invalid_value':
       return [{ path, reason: `expected ${issue.values.map((v) => JSON.stringify(v)).join(' | ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}` }];
     default:
@@ -295,12 +310,17 @@ function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Pr
     else fqns.set(fqn, path);
   };
   raw.services.forEach((s, i) => claimFqn(s.fqn, ['services', i, 'fqn']));
-  const services = new Set(raw.services.map((s) => s.fqn));
+  const protocols = new Map(raw.services.map((s) => [s.fqn, s.protocol]));
   const listeners = new Map<string, Path>([[formatHostPort(raw.admin.listen), ['admin', 'listen']]]);
   raw.policies.forEach((p, i) => claimFqn(p.fqn, ['policies', i, 'fqn']));
   raw.bindings.forEach((b, i) => {
     claimFqn(b.fqn, ['bindings', i, 'fqn']);
-    if (!services.has(b.service)) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
+    const protocol = protocols.get(b.service);
+    if (protocol === undefined) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
+    else if ((protocol === 'http') !== (b.auth === 'bearer')) {
+      const reason = protocol === 'http' ? 'needs auth: bearer' : `cannot use auth: bearer (bearer is for http services)`;
+      problems.push({ path: ['bindings', i, 'auth'], reason: `the binding's service ${b.service} is ${protocol} and ${reason}` });
+    }
     const address = formatHostPort(b.listen);
     const owner = listeners.get(address);
     if (owner !== undefined) problems.push({ path: ['bindings', i, 'listen'], reason: `address ${address} is already used by ${where(owner)}` });
@@ -352,7 +372,7 @@ export function defaultLimits(): SempipeConfig['limits'] {
 }
 
 function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig {
-  const upstreamDatabase = new Map(raw.services.map((s) => [s.fqn, s.upstream.database]));
+  const upstreamDatabase = new Map(raw.services.flatMap((s) => (s.protocol === 'postgres' ? [[s.fqn, s.upstream.database] as const] : [])));
   const destination = raw.audit.destination;
   return {
     file,
@@ -364,35 +384,41 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       maxStatementLength: raw.audit.max_statement_length,
       destination: destination === 'stdout' || destination === 'stderr' ? destination : resolve(baseDir, destination),
     },
-    services: raw.services.map((s) => ({
-      fqn: s.fqn,
-      protocol: s.protocol,
-      upstream: {
-        host: s.upstream.host,
-        port: s.upstream.port,
-        database: s.upstream.database,
-        user: s.upstream.user,
-        ...(s.upstream.password !== undefined && { password: s.upstream.password }),
-        tls: s.upstream.tls,
-        ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
-      },
-    })),
-    bindings: raw.bindings.map((b) => ({
-      fqn: b.fqn,
-      service: b.service,
-      listen: b.listen,
-      database: b.database ?? upstreamDatabase.get(b.service)!,
-      auth: b.auth,
-      allowPasswordWithoutTls: b.allow_password_without_tls,
-      clients: b.clients.map((c) => ({
-        user: c.user,
-        ...(c.password !== undefined && { password: c.password }),
-        ...(c.verifier !== undefined && { verifier: c.verifier }),
-      })),
-      ...(b.tls !== undefined && {
-        tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
-      }),
-    })),
+    services: raw.services.map((s): ServiceConfig => {
+      if (s.protocol === 'http') return normalizeHttpService(s, (p) => resolve(baseDir, p));
+      return {
+        fqn: s.fqn,
+        protocol: s.protocol,
+        upstream: {
+          host: s.upstream.host,
+          port: s.upstream.port,
+          database: s.upstream.database,
+          user: s.upstream.user,
+          ...(s.upstream.password !== undefined && { password: s.upstream.password }),
+          tls: s.upstream.tls,
+          ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
+        },
+      };
+    }),
+    bindings: raw.bindings.map((b): BindingConfig => {
+      if (b.auth === 'bearer') return normalizeHttpBinding(b, (p) => resolve(baseDir, p));
+      return {
+        fqn: b.fqn,
+        service: b.service,
+        listen: b.listen,
+        database: b.database ?? upstreamDatabase.get(b.service)!,
+        auth: b.auth,
+        allowPasswordWithoutTls: b.allow_password_without_tls,
+        clients: b.clients.map((c) => ({
+          user: c.user,
+          ...(c.password !== undefined && { password: c.password }),
+          ...(c.verifier !== undefined && { verifier: c.verifier }),
+        })),
+        ...(b.tls !== undefined && {
+          tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
+        }),
+      };
+    }),
     policies: raw.policies,
     stateDir: resolve(baseDir, raw.state_dir),
     ...(raw.serve_bindings !== undefined && { serveBindings: raw.serve_bindings }),

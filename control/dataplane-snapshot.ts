@@ -7,13 +7,16 @@ import type { BindingConfig, SempipeConfig, ServiceConfig } from './config.js';
 import { parseFqn, parseRealm, realmCovers } from './fqn.js';
 import type { PolicyDocument } from './policy/policy-schema.js';
 
-export interface SnapshotBinding extends Omit<BindingConfig, 'tls'> {
-  tls?: { certPem: string; keyPem: string; required: boolean };
-}
+/** A binding of any protocol with its certificate files inlined (`required` for PostgreSQL only). */
+export type SnapshotBinding = DistributiveOmit<BindingConfig, 'tls'> & {
+  tls?: { certPem: string; keyPem: string; required?: boolean };
+};
 
-export interface SnapshotService extends Omit<ServiceConfig, 'upstream'> {
-  upstream: Omit<ServiceConfig['upstream'], 'ca'> & { caPem?: string };
-}
+export type SnapshotService = DistributiveOmit<ServiceConfig, 'upstream'> & {
+  upstream: DistributiveOmit<ServiceConfig['upstream'], 'ca'> & { caPem?: string };
+};
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export interface DataPlaneSnapshot {
   /** Change sequence of the control plane's state when the snapshot was made. */
@@ -43,7 +46,7 @@ export function snapshotFor(config: SempipeConfig, realmText: string, sequence: 
       .map(({ upstream: { ca, ...upstream }, ...rest }) => ({ ...rest, upstream: { ...upstream, ...(ca ? { caPem: readFileSync(ca, 'utf8') } : {}) } })),
     bindings: bindings.map(({ tls, ...rest }) => ({
       ...rest,
-      ...(tls ? { tls: { certPem: readFileSync(tls.cert, 'utf8'), keyPem: readFileSync(tls.key, 'utf8'), required: tls.required } } : {}),
+      ...(tls ? { tls: { certPem: readFileSync(tls.cert, 'utf8'), keyPem: readFileSync(tls.key, 'utf8'), ...('required' in tls && { required: tls.required }) } } : {}),
     })),
     policies: config.policies,
   };

@@ -7,10 +7,10 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { BindingConfig, ServiceConfig } from './config.js';
+import type { PgBindingConfig, ServiceConfig } from './config.js';
 
 /** A binding created through the API, with the one client sempipe issued for it. */
-export interface StoredBinding extends Omit<BindingConfig, 'clients'> {
+export interface StoredBinding extends Omit<PgBindingConfig, 'clients'> {
   user: string;
   /** SCRAM-SHA-256 verifier in PostgreSQL's stored format; the password itself is never stored. */
   verifier: string;

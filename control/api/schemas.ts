@@ -9,6 +9,7 @@ import { CLIENT_AUTH_METHODS, configSchema, parseHostPort } from '../config-sche
 import { FqnError, parseFqn, type FqnType } from '../fqn.js';
 import type { BindingInput } from '../catalog.js';
 import type { ServiceConfig } from '../config.js';
+import { normalizeHttpService } from '../../protocols/http/config-schema.js';
 import { ApiError } from './errors.js';
 
 export { policySchema as policyBody } from '../policy/policy-schema.js';
@@ -114,6 +115,8 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
 }
 
 export function toServiceConfig(s: z.output<typeof serviceBody>): ServiceConfig {
+  // The API takes absolute paths only, so there is nothing to resolve.
+  if (s.protocol === 'http') return normalizeHttpService(s, (path) => path);
   const { ca, password, ...upstream } = s.upstream;
   return {
     fqn: s.fqn,

@@ -3,7 +3,7 @@
 // the upstream target with the service's credentials.
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import type { BindingConfig, ClientAuthMethod, SempipeConfig, ServiceConfig } from '../../control/config.js';
+import type { ClientAuthMethod, PgBindingConfig, PgServiceConfig, SempipeConfig } from '../../control/config.js';
 import type { StageFactory } from '../../proxy/stage.js';
 import { tlsServerEndPoint } from './auth/scram-server.js';
 import { parseScramVerifier, type ScramVerifier } from './auth/scram-verifier.js';
@@ -33,8 +33,8 @@ export interface PgBindingRuntime {
 }
 
 export function createPgBindingRuntime(
-  binding: BindingConfig,
-  service: ServiceConfig,
+  binding: PgBindingConfig,
+  service: PgServiceConfig,
   config: SempipeConfig,
   stages: readonly StageFactory[],
 ): PgBindingRuntime {

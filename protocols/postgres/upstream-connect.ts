@@ -16,9 +16,9 @@ import type { BackendKeyDataMessage, BackendMessage, DatabaseError } from 'pg-pr
 import { createUpstreamAuth, handleAuthRequest, type UpstreamAuthMethod } from './auth/upstream-auth.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameRef } from './frame-scanner.js';
 import { BackendCode, StartupCode } from './message-codes.js';
-import type { ServiceConfig, UpstreamTlsMode } from '../../control/config.js';
+import type { PgServiceConfig, UpstreamTlsMode } from '../../control/config.js';
 
-type ServiceUpstream = ServiceConfig['upstream'];
+type ServiceUpstream = PgServiceConfig['upstream'];
 
 /** Where and as whom to connect: a service's upstream settings plus what the session adds. */
 export interface UpstreamTarget extends ServiceUpstream {
