@@ -1,6 +1,6 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import type { BindingConfig, SempipeConfig } from '../control/config.js';
+import type { BindingConfig, HttpServiceConfig, PgServiceConfig, SempipeConfig } from '../control/config.js';
 import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
@@ -17,9 +17,12 @@ import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/post
 import { handlePgConnection, retainPooledUpstreams } from '../protocols/postgres/session.js';
 import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
 import type { Logger } from 'pino';
+import { createHttpBindingRuntime, retainHttpPools, type HttpBindingRuntime } from '../protocols/http/binding-runtime.js';
+import { handleHttpConnection, retainHttpServers } from '../protocols/http/binding-server.js';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
   postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
+  http: (socket, runtime, host) => handleHttpConnection(socket, runtime as HttpBindingRuntime, host),
 };
 
 /**
@@ -65,10 +68,14 @@ export function servedBindings(config: SempipeConfig): BindingConfig[] {
 
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
-  return servedBindings(config).flatMap((b) => {
+  return servedBindings(config).map((b) => {
     const service = services.get(b.service)!;
-    if (b.auth === 'bearer' || service.protocol !== 'postgres') return [];
-    return [{ fqn: b.fqn, protocol: service.protocol, host: b.listen.host, port: b.listen.port, runtime: createPgBindingRuntime(b, service, config, stages) }];
+    // The config loader guarantees that a bearer binding names an http service and no other does.
+    const runtime =
+      b.auth === 'bearer'
+        ? createHttpBindingRuntime(b, service as HttpServiceConfig, config.limits.connectTimeoutMs, stages)
+        : createPgBindingRuntime(b, service as PgServiceConfig, config, stages);
+    return { fqn: b.fqn, protocol: service.protocol, host: b.listen.host, port: b.listen.port, runtime };
   });
 }
 
@@ -78,13 +85,16 @@ export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactor
  */
 export function retainProtocolState(specs: readonly BindingSpec[]): void {
   retainPooledUpstreams(specs.filter((s) => s.protocol === 'postgres').map((s) => s.runtime as PgBindingRuntime));
+  const http = specs.filter((s) => s.protocol === 'http').map((s) => s.runtime as HttpBindingRuntime);
+  retainHttpServers(http);
+  retainHttpPools(http);
 }
 
 /** Data-plane callbacks that report to metrics and the operator log. */
 export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlaneOptions, 'onUpstreamError' | 'onError'> {
   return {
     onUpstreamError: (binding, error) => {
-      const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : 'unknown';
+      const code = error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code) : ((error as { code?: unknown }).code?.toString() ?? 'unknown');
       recordUpstreamError(metrics, binding, code);
       const detail = error instanceof UpstreamError ? error.upstreamMessage : undefined;
       log.warn({ binding, code, detail, err: error instanceof Error ? error.message : String(error) }, 'upstream error');

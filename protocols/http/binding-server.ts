@@ -1,0 +1,306 @@
+// The HTTP pipeline's server side: one node:http Server per binding (without a listener of its
+// own: the data plane accepts the TCP connection and hands the socket over, wrapped in TLS when
+// the binding has a certificate), client authentication by bearer token on every request, and the
+// session of each authenticated connection: its stages judge and observe every request (a
+// `request` statement `METHOD path`), it is listed in the session registry, and revocation or a
+// kill closes it. Config reloads swap the binding's runtime in place, so a new token, credential or
+// limit applies to the next request of a kept-alive connection too.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
+import type { ConnectionHost } from '../../proxy/connection-host.js';
+import { SessionPipeline } from '../../proxy/pipeline.js';
+import type { LiveSession } from '../../proxy/session-registry.js';
+import type { CompletionEvent, EndReason, SessionInfo, StageFactory, StatementTracker, Verdict } from '../../proxy/stage.js';
+import type { HttpBindingRuntime } from './binding-runtime.js';
+import { forwardRequest, type ForwardOutcome } from './forward.js';
+import { PROBLEM_CODES, sendProblem, type Problem } from './problems.js';
+import { classOfMethod, redactUrl } from './request-class.js';
+import { authenticateBearer } from './token-auth.js';
+
+/** How often node:http checks header and request timeouts (its default, 30 s, lets slowloris linger). */
+const TIMEOUT_CHECK_MS = 1000;
+
+interface BindingServer {
+  readonly server: Server;
+  runtime: HttpBindingRuntime;
+  host: ConnectionHost;
+  readonly connections: Set<HttpConnection>;
+}
+
+/** One client connection; a session exists once a request authenticated. */
+interface HttpConnection {
+  readonly socket: Socket;
+  readonly clientAddress: string;
+  readonly clientIp: string;
+  readonly proto: 'http' | 'https';
+  session?: HttpSession;
+  closeReason?: EndReason;
+}
+
+interface HttpSession extends LiveSession {
+  readonly client: string;
+  readonly pipeline: SessionPipeline;
+  requests: number;
+  bytesIn: number;
+  bytesOut: number;
+  ended: boolean;
+}
+
+const servers = new Map<string, BindingServer>();
+const connectionOf = new WeakMap<object, HttpConnection>();
+
+function applyTimeouts(bs: BindingServer): void {
+  const rt = bs.runtime;
+  bs.server.headersTimeout = rt.headerTimeoutMs;
+  bs.server.keepAliveTimeout = rt.idleTimeoutMs;
+}
+
+function bindingServer(runtime: HttpBindingRuntime, host: ConnectionHost): BindingServer {
+  let bs = servers.get(runtime.fqn);
+  if (bs === undefined) {
+    // requestTimeout 0: a large body may take long; headersTimeout cuts slow headers.
+    const server = createServer({ requestTimeout: 0, connectionsCheckingInterval: TIMEOUT_CHECK_MS, noDelay: true });
+    // node:http starts tracking connections for headersTimeout on 'listening'; this server never
+    // listens itself (the data plane does), so it is told it does, or slow headers would never be cut.
+    server.emit('listening');
+    const created: BindingServer = { server, runtime, host, connections: new Set() };
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
+      void handleRequest(created, req, res);
+    };
+    server.on('request', onRequest);
+    // Expect: 100-continue is answered by sempipe once the request passed auth and policy.
+    server.on('checkContinue', onRequest);
+    bs = created;
+    servers.set(runtime.fqn, bs);
+  }
+  bs.runtime = runtime;
+  bs.host = host;
+  applyTimeouts(bs);
+  return bs;
+}
+
+/** The data plane's connection handler for `protocol: http` bindings. */
+export function handleHttpConnection(socket: Socket, runtime: HttpBindingRuntime, host: ConnectionHost): void {
+  const bs = bindingServer(runtime, host);
+  const ip = socket.remoteAddress ?? '';
+  const conn: HttpConnection = {
+    socket,
+    clientAddress: `${ip.includes(':') ? `[${ip}]` : ip}:${socket.remotePort ?? 0}`,
+    clientIp: ip,
+    proto: runtime.tls === undefined ? 'http' : 'https',
+  };
+  bs.connections.add(conn);
+  socket.once('close', () => {
+    bs.connections.delete(conn);
+    if (conn.session !== undefined) endSession(bs, conn.session, conn.closeReason ?? 'client');
+  });
+  let stream: Socket = socket;
+  if (runtime.tls !== undefined) {
+    stream = new TLSSocket(socket, { isServer: true, secureContext: runtime.tls });
+    stream.on('error', () => socket.destroy());
+  }
+  connectionOf.set(stream, conn);
+  bs.server.emit('connection', stream);
+}
+
+/**
+ * Follows a newly applied set of bindings: kept bindings get their new runtime (tokens, upstream
+ * credential, limits) for the next request; connections of bindings that are gone are closed.
+ */
+export function retainHttpServers(runtimes: readonly HttpBindingRuntime[]): void {
+  const current = new Map(runtimes.map((r) => [r.fqn, r]));
+  for (const [fqn, bs] of servers) {
+    const next = current.get(fqn);
+    if (next !== undefined) {
+      bs.runtime = next;
+      applyTimeouts(bs);
+      continue;
+    }
+    servers.delete(fqn);
+    for (const conn of bs.connections) closeConnection(conn, 'revoked');
+    bs.server.close();
+  }
+}
+
+function closeConnection(conn: HttpConnection, reason: EndReason): void {
+  conn.closeReason ??= reason;
+  conn.socket.destroy();
+}
+
+function startSession(bs: BindingServer, conn: HttpConnection, client: string): HttpSession {
+  const rt = bs.runtime;
+  const info: SessionInfo = {
+    id: bs.host.nextSessionId(),
+    binding: rt.fqn,
+    service: rt.serviceFqn,
+    protocol: 'http',
+    user: client,
+    clientAddress: conn.clientAddress,
+    database: '',
+    startedAt: Date.now(),
+  };
+  const session: HttpSession = {
+    info,
+    client,
+    pipeline: new SessionPipeline(info, rt.stages),
+    requests: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    ended: false,
+    stats: () => ({ statements: session.requests, bytesIn: session.bytesIn, bytesOut: session.bytesOut }),
+    close: (reason) => closeConnection(conn, reason),
+  };
+  return session;
+}
+
+function endSession(bs: BindingServer, s: HttpSession, reason: EndReason): void {
+  if (s.ended) return;
+  s.ended = true;
+  bs.host.registry.remove(s);
+  s.pipeline.end({ reason, bytesIn: s.bytesIn, bytesOut: s.bytesOut, statements: s.requests });
+}
+
+function reportAuthFailure(stages: readonly StageFactory[], binding: string, conn: HttpConnection, reason: string): void {
+  for (const f of stages) f.onAuthFailure?.({ binding, protocol: 'http', user: '', clientAddress: conn.clientAddress, reason });
+}
+
+/** The session of this connection for `client`: the current one, or a new one admitted by the stages. */
+async function sessionFor(bs: BindingServer, conn: HttpConnection, client: string): Promise<HttpSession | Verdict> {
+  const existing = conn.session;
+  if (existing !== undefined && existing.client === client && !existing.ended) return existing;
+  // Another client on the same connection starts a session of its own.
+  if (existing !== undefined) endSession(bs, existing, 'client');
+  const session = startSession(bs, conn, client);
+  const verdict = await session.pipeline.admit();
+  if (verdict.action !== 'forward') {
+    session.pipeline.end({ reason: 'error', bytesIn: 0, bytesOut: 0, statements: 0, message: verdict.message });
+    return verdict;
+  }
+  conn.session = session;
+  session.pipeline.start();
+  bs.host.registry.add(session);
+  if (conn.socket.destroyed) endSession(bs, session, conn.closeReason ?? 'client');
+  return session;
+}
+
+function denialProblem(v: Exclude<Verdict, { action: 'forward' }>): Problem {
+  if (v.action === 'close') return { code: 'service_unavailable', detail: v.message };
+  const rate = v.rule === 'rate' || v.rule === 'binding_rate';
+  return { code: rate ? 'too_many_requests' : 'forbidden', detail: v.message, ...(v.rule !== undefined && { rule: v.rule }), ...(v.policy !== undefined && { policy: v.policy }) };
+}
+
+async function handleRequest(bs: BindingServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const receivedAt = process.hrtime.bigint();
+  const rt = bs.runtime;
+  const conn = connectionOf.get(req.socket);
+  if (conn === undefined) {
+    req.socket.destroy();
+    return;
+  }
+  const client = authenticateBearer(req.headers.authorization, rt.clients);
+  if (client === undefined) {
+    reportAuthFailure(rt.stages, rt.fqn, conn, req.headers.authorization === undefined ? 'missing_token' : 'bad_token');
+    sendProblem(res, rt.fqn, { code: 'unauthorized', detail: `binding ${rt.fqn} needs a valid bearer token` });
+    return;
+  }
+  const session = await sessionFor(bs, conn, client.name);
+  if (!('pipeline' in session)) {
+    sendProblem(res, rt.fqn, denialProblem(session as Exclude<Verdict, { action: 'forward' }>), true);
+    return;
+  }
+  const method = req.method ?? 'GET';
+  const text = `${method} ${redactUrl(req.url ?? '/')}`;
+  const { socket } = conn;
+  const readAtStart = socket.bytesRead;
+  const writtenAtStart = socket.bytesWritten;
+  session.requests++;
+
+  let tracker: StatementTracker | undefined;
+  const complete = (status: number, outcome: CompletionEvent['outcome'], judgedAt: bigint, extra: Partial<CompletionEvent> = {}): void => {
+    const bytesIn = socket.bytesRead - readAtStart;
+    const bytesOut = socket.bytesWritten - writtenAtStart;
+    session.bytesIn += bytesIn;
+    session.bytesOut += bytesOut;
+    session.pipeline.bytes(bytesIn, bytesOut);
+    const now = process.hrtime.bigint();
+    const event: CompletionEvent = {
+      text,
+      statementClass: classOfMethod(method),
+      tag: status === 0 ? '' : String(status),
+      rows: 0,
+      outcome,
+      durationNs: now - receivedAt,
+      receivedAt,
+      judgedNs: judgedAt - receivedAt,
+      status,
+      bytesIn,
+      bytesOut,
+      ...extra,
+    };
+    session.pipeline.complete(event);
+    tracker?.onComplete?.(event);
+  };
+
+  if (!req.url?.startsWith('/')) {
+    sendProblem(res, rt.fqn, { code: 'bad_request', detail: 'the request target must be a path (origin-form)' }, true);
+    complete(400, 'error', receivedAt, { code: '400', message: 'bad request target' });
+    return;
+  }
+  let verdict: Verdict | undefined;
+  if (session.pipeline.judgesStatements) {
+    const v = session.pipeline.statement({ text, kind: 'request', receivedAt });
+    verdict = v instanceof Promise ? await v : v;
+  }
+  const judgedAt = process.hrtime.bigint();
+  if (verdict?.action === 'forward') tracker = verdict.tracker;
+  if (verdict !== undefined && verdict.action !== 'forward') {
+    const problem = denialProblem(verdict);
+    sendProblem(res, rt.fqn, problem, verdict.action === 'close');
+    complete(PROBLEM_CODES[problem.code].status, 'denied', judgedAt, {
+      code: verdict.code,
+      message: verdict.message,
+      ...(verdict.action === 'error' && verdict.rule !== undefined && { rule: verdict.rule }),
+      ...(verdict.action === 'error' && verdict.policy !== undefined && { policy: verdict.policy }),
+    });
+    if (verdict.action === 'close') closeConnection(conn, 'killed');
+    return;
+  }
+  const maxBody = rt.maxBodySize;
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (maxBody !== undefined && declared > maxBody) {
+    sendProblem(res, rt.fqn, { code: 'payload_too_large', detail: `the request body is larger than ${maxBody} bytes` }, true);
+    complete(413, 'error', judgedAt, { code: '413', message: 'request body too large' });
+    return;
+  }
+  if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue();
+
+  const outcome: ForwardOutcome = await forwardRequest(
+    req,
+    res,
+    rt.upstream,
+    { strip: rt.upstream.strip, injected: rt.upstream.injected, clientIp: conn.clientIp, proto: conn.proto },
+    rt.fqn,
+    maxBody,
+  );
+  switch (outcome.kind) {
+    case 'response': {
+      const failed = outcome.status >= 500;
+      complete(outcome.status, failed ? 'error' : 'ok', judgedAt, failed ? { code: String(outcome.status), message: `upstream answered ${outcome.status}` } : {});
+      break;
+    }
+    case 'problem': {
+      const p = outcome.problem;
+      // A body over the limit leaves unread bytes on the connection: it cannot carry another request.
+      sendProblem(res, rt.fqn, p, p.code === 'payload_too_large');
+      if (outcome.upstream) bs.host.onUpstreamError(rt.fqn, outcome.error);
+      const status = PROBLEM_CODES[p.code].status;
+      complete(status, 'error', judgedAt, { code: String(status), message: p.detail });
+      break;
+    }
+    case 'cut':
+      if (outcome.upstream) bs.host.onUpstreamError(rt.fqn, outcome.error);
+      complete(outcome.status, 'error', judgedAt, { code: outcome.upstream ? 'upstream_cut' : 'client_closed', message: outcome.error.message });
+      break;
+  }
+}

@@ -1,0 +1,50 @@
+// The HTTP pipeline's error catalogue: every answer sempipe itself gives an HTTP client (auth,
+// policy, limits, upstream failures) as a status and an RFC 9457 `application/problem+json` body
+// that names the binding, so a job can tell sempipe's refusals from the service's own errors.
+import type { ServerResponse } from 'node:http';
+
+export const PROBLEM_CODES = {
+  bad_request: { status: 400, title: 'malformed request' },
+  unauthorized: { status: 401, title: 'missing or invalid bearer token' },
+  forbidden: { status: 403, title: 'denied by policy' },
+  too_many_requests: { status: 429, title: 'rate limit exceeded' },
+  payload_too_large: { status: 413, title: 'request body too large' },
+  bad_gateway: { status: 502, title: 'upstream unreachable or failed' },
+  gateway_timeout: { status: 504, title: 'upstream did not answer in time' },
+  service_unavailable: { status: 503, title: 'binding not accepting requests' },
+} as const;
+
+export type ProblemCode = keyof typeof PROBLEM_CODES;
+
+export interface Problem {
+  code: ProblemCode;
+  detail: string;
+  /** For policy refusals: the rule and the policy that refused. */
+  rule?: string;
+  policy?: string;
+}
+
+export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
+
+/** Writes `problem` as the whole response; the connection is closed afterwards when `close` is set. */
+export function sendProblem(res: ServerResponse, binding: string, problem: Problem, close = false): void {
+  const { status, title } = PROBLEM_CODES[problem.code];
+  const body = JSON.stringify({
+    type: `https://sempipe.dev/problems/${problem.code}`,
+    title,
+    status,
+    detail: problem.detail,
+    binding,
+    ...(problem.rule !== undefined && { rule: problem.rule }),
+    ...(problem.policy !== undefined && { policy: problem.policy }),
+  });
+  const headers: Record<string, string | number> = {
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': Buffer.byteLength(body),
+    'cache-control': 'no-store',
+  };
+  if (problem.code === 'unauthorized') headers['www-authenticate'] = `Bearer realm="${binding}"`;
+  if (close) headers.connection = 'close';
+  res.writeHead(status, headers);
+  res.end(body);
+}
