@@ -7,7 +7,7 @@ import type { Metrics } from '../control/metrics.js';
 import { createAuditStage } from '../control/stages/audit-stage.js';
 import { createMetricsStage, recordUpstreamError } from '../control/stages/metrics-stage.js';
 import type { PolicySet } from '../control/policy/policy-set.js';
-import { createPolicyStage } from '../control/stages/policy-stage.js';
+import { createPolicyStage, type Classification } from '../control/stages/policy-stage.js';
 import type { SessionSlots } from '../proxy/session-slots.js';
 import { classifySql } from '../protocols/postgres/sql-classify.js';
 import type { BindingSpec, ConnectionHandler, DataPlaneOptions } from '../proxy/data-plane.js';
@@ -19,6 +19,7 @@ import { UpstreamError } from '../protocols/postgres/upstream-connect.js';
 import type { Logger } from 'pino';
 import { createHttpBindingRuntime, retainHttpPools, type HttpBindingRuntime } from '../protocols/http/binding-runtime.js';
 import { handleHttpConnection, retainHttpServers } from '../protocols/http/binding-server.js';
+import { classifyRequest } from '../protocols/http/request-class.js';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
   postgres: (socket, runtime, host) => handlePgConnection(socket, runtime as PgBindingRuntime, host),
@@ -54,7 +55,8 @@ export interface PolicyWiring {
 export function createStages(metrics: Metrics, audit: AuditLog | undefined, policy: PolicyWiring): StageFactory[] {
   const stages = [createMetricsStage(metrics)];
   if (audit !== undefined) stages.push(createAuditStage(audit));
-  stages.push(createPolicyStage({ ...policy, classify: classifySql, metrics }));
+  const classify = (text: string, protocol: string): Classification => (protocol === 'http' ? { statements: [classifyRequest(text)] } : classifySql(text));
+  stages.push(createPolicyStage({ ...policy, classify, metrics }));
   return stages;
 }
 

@@ -487,7 +487,7 @@ function policyView(p: PolicyDocument, source: Source): PolicyView {
   return {
     fqn: p.fqn,
     realm: p.realm,
-    ...(p.allow !== undefined && { allow: { classes: p.allow.classes } }),
+    ...(p.allow !== undefined && { allow: p.allow }),
     deny: p.deny,
     read_only: p.readOnly,
     side_effect_functions: p.sideEffectFunctions,

@@ -26,7 +26,7 @@ describe('validatePolicy', () => {
         fqn: 'policy::/prod::billing-guard',
         realm: 'binding::/prod/billing',
         allow: { classes: ['select', 'insert', 'update', 'delete', 'transaction', 'set'] },
-        deny: { classes: ['ddl', 'dcl'], functions: ['pg_read_file', 'dblink'], tables: ['secrets.*'] },
+        deny: { classes: ['ddl', 'dcl'], functions: ['pg_read_file', 'dblink'], tables: ['secrets.*'], methods: [], paths: [] },
         readOnly: false,
         sideEffectFunctions: [],
         limits: { maxRows: 10000, statementTimeoutMs: 5000, rate: 200, maxSessions: 20 },

@@ -61,9 +61,13 @@ export interface PolicyLimits {
 export interface PolicyDocument {
   fqn: string;
   realm: string;
-  /** Only these classes; absent = no restriction by class. */
-  allow?: { classes: PolicyStatementClass[] };
-  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[] };
+  /**
+   * Only these classes, and (HTTP) only these methods and paths matching one of these patterns;
+   * an absent list does not restrict.
+   */
+  allow?: { classes?: PolicyStatementClass[]; methods?: string[]; paths?: string[] };
+  /** methods and paths (HTTP) deny independently: a denied method anywhere, any method on a denied path. */
+  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[]; methods: string[]; paths: string[] };
   readOnly: boolean;
   /** The policy's own side-effect functions (DEFAULT_SIDE_EFFECT_FUNCTIONS always count too). */
   sideEffectFunctions: string[];
@@ -79,6 +83,8 @@ const RATE_UNITS_S: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600 };
 /** Function or relation name as written in a policy: `name`, `schema.name`; tables also `schema.*`. */
 const FUNCTION_NAME = /^[^\s.*]+(\.[^\s.*]+)?$/;
 const TABLE_PATTERN = /^[^\s.*]+(\.([^\s.*]+|\*))?$/;
+/** An HTTP method (RFC 9110 token). */
+const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function fail(ctx: { addIssue: (issue: { code: 'custom'; message: string }) => void }, message: string): never {
   ctx.addIssue({ code: 'custom', message });
@@ -160,6 +166,14 @@ const tablePattern = z
   .refine((v) => TABLE_PATTERN.test(v), { error: 'expected "table", "schema.table" or "schema.*"' })
   .transform((v) => v.toLowerCase());
 
+const httpMethod = z
+  .string()
+  .refine((v) => METHOD.test(v), { error: 'expected an HTTP method such as "GET" or "DELETE"' })
+  .transform((v) => v.toUpperCase());
+
+/** A path pattern: starts with "/", `*` matches any run of characters (slashes included). */
+const pathPattern = z.string().refine((v) => v.startsWith('/') && !/[\s?#]/.test(v), { error: 'expected a path pattern starting with "/" such as "/admin/*" (no spaces, query or fragment)' });
+
 const httpUrl = z.string().refine(
   (v) => {
     try {
@@ -197,12 +211,17 @@ export const policySchema = z
   .strictObject({
     fqn: policyFqn,
     realm,
-    allow: z.strictObject({ classes: z.array(statementClass) }).optional(),
+    allow: z
+      .strictObject({ classes: z.array(statementClass).optional(), methods: z.array(httpMethod).optional(), paths: z.array(pathPattern).optional() })
+      .refine((a) => a.classes !== undefined || a.methods !== undefined || a.paths !== undefined, { error: 'allow needs classes, methods or paths' })
+      .optional(),
     deny: z
       .strictObject({
         classes: z.array(statementClass).default([]),
         functions: z.array(functionName).default([]),
         tables: z.array(tablePattern).default([]),
+        methods: z.array(httpMethod).default([]),
+        paths: z.array(pathPattern).default([]),
       })
       .prefault({}),
     read_only: z.boolean().default(false),
@@ -215,7 +234,13 @@ export const policySchema = z
     (p): PolicyDocument => ({
       fqn: p.fqn,
       realm: p.realm,
-      ...(p.allow !== undefined && { allow: { classes: p.allow.classes } }),
+      ...(p.allow !== undefined && {
+        allow: {
+          ...(p.allow.classes !== undefined && { classes: p.allow.classes }),
+          ...(p.allow.methods !== undefined && { methods: p.allow.methods }),
+          ...(p.allow.paths !== undefined && { paths: p.allow.paths }),
+        },
+      }),
       deny: p.deny,
       readOnly: p.read_only,
       sideEffectFunctions: p.side_effect_functions,

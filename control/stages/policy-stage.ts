@@ -4,22 +4,26 @@
 // the injected SessionSlots; max_rows and statement_timeout as a tracker the relay enforces; hooks
 // (the only asynchronous path) and notifications over HTTP; denials counted per binding and rule.
 // With no applicable policy a statement costs a generation check and one flag test.
-import { createDenial, decideStatements, type CompiledRules, type Denial, type PolicySubject } from '../policy/engine.js';
+import { createDenial, decideStatements, type CompiledRules, type Denial, type PolicySubject, type StatementFacts } from '../policy/engine.js';
 import { callHook, Notifier, type NotificationBody } from '../policy/hooks.js';
 import type { PolicySet } from '../policy/policy-set.js';
 import { TokenBucket } from '../policy/rate-limiter.js';
 import type { Metrics } from '../metrics.js';
 import type { SessionSlots } from '../../proxy/session-slots.js';
 import { FORWARD, type CompletionEvent, type SessionInfo, type Stage, type StageFactory, type StatementEvent, type StatementTracker, type Verdict } from '../../proxy/stage.js';
-import type { Classification } from '../../protocols/postgres/sql-classify.js';
+
+/** The statements of one text as the session's protocol classifies them. */
+export interface Classification {
+  readonly statements: readonly StatementFacts[];
+}
 
 export interface PolicyStageOptions {
   /** The process's current policies; swapped by the worker on every config push. */
   policies: PolicySet;
   /** Session counting for max_sessions (cross-worker in a multi-process sempipe). */
   slots: SessionSlots;
-  /** Classifies a statement text (PostgreSQL: classifySql). */
-  classify: (text: string) => Classification;
+  /** Classifies a statement text of a session of `protocol` (PostgreSQL: classifySql). */
+  classify: (text: string, protocol: string) => Classification;
   metrics?: Metrics;
   /**
    * Worker processes sharing each binding's traffic: each enforces binding_rate / workerCount
@@ -191,7 +195,7 @@ export function createPolicyStage(opts: PolicyStageOptions): StageFactory {
         onStatement(_s, event): Verdict | Promise<Verdict> | undefined {
           const { rules, forward } = current();
           if (!rules.judges) return undefined;
-          const classification = classify(event.text);
+          const classification = classify(event.text, session.protocol);
           const denial = decideStatements(rules, classification.statements) ?? rateDenial(rules, Number(event.receivedAt) / 1e6);
           if (denial !== undefined) return denial;
           if (rules.hasHooks) return withHooks(rules, event, classification, forward) ?? forward;

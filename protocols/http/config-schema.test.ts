@@ -83,6 +83,15 @@ describe('HTTP services and bindings in sempipe.yaml', () => {
     expect(JSON.stringify(config)).not.toContain('job-token-1234567890');
   });
 
+  it('takes the documented policy keys for HTTP (deny methods and paths)', () => {
+    const config = parseConfig(
+      edit({}, 'policies:', '  - fqn: policy::/prod::inventory-guard', '    realm: binding::/prod/web', '    deny: { methods: [DELETE], paths: ["/admin/*"] }'),
+      file,
+      ENV,
+    );
+    expect(config.policies[0]).toMatchObject({ deny: { methods: ['DELETE'], paths: ['/admin/*'] } });
+  });
+
   it('takes basic or bearer credentials, token_sha256 clients, TLS and limits', () => {
     const hash = 'a'.repeat(64);
     const config = parseConfig(
