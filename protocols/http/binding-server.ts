@@ -7,6 +7,7 @@
 // limit applies to the next request of a kept-alive connection too.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
@@ -14,7 +15,9 @@ import type { LiveSession } from '../../proxy/session-registry.js';
 import type { CompletionEvent, EndReason, SessionInfo, StageFactory, StatementTracker, Verdict } from '../../proxy/stage.js';
 import type { HttpBindingRuntime } from './binding-runtime.js';
 import { forwardRequest, type ForwardOutcome } from './forward.js';
-import { PROBLEM_CODES, sendProblem, type Problem } from './problems.js';
+import { problemResponseBytes, PROBLEM_CODES, sendProblem, type Problem } from './problems.js';
+import type { ForwardContext } from './proxy-headers.js';
+import { relayUpgrade } from './upgrade.js';
 import { classOfMethod, redactUrl } from './request-class.js';
 import { authenticateBearer } from './token-auth.js';
 
@@ -71,6 +74,10 @@ function bindingServer(runtime: HttpBindingRuntime, host: ConnectionHost): Bindi
     server.on('request', onRequest);
     // Expect: 100-continue is answered by sempipe once the request passed auth and policy.
     server.on('checkContinue', onRequest);
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy());
+      void handleUpgrade(created, req, socket, head);
+    });
     bs = created;
     servers.set(runtime.fqn, bs);
   }
@@ -190,24 +197,39 @@ function denialProblem(v: Exclude<Verdict, { action: 'forward' }>): Problem {
   return { code: rate ? 'too_many_requests' : 'forbidden', detail: v.message, ...(v.rule !== undefined && { rule: v.rule }), ...(v.policy !== undefined && { policy: v.policy }) };
 }
 
-async function handleRequest(bs: BindingServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** How a refusal reaches the client: a ServerResponse, or the raw socket of an upgrade request. */
+type Answer = (problem: Problem, close: boolean) => void;
+
+/** A request that passed auth and the stages, with the way to report its completion. */
+interface Admitted {
+  readonly rt: HttpBindingRuntime;
+  readonly conn: HttpConnection;
+  readonly judgedAt: bigint;
+  complete(status: number, outcome: CompletionEvent['outcome'], extra?: Partial<CompletionEvent>): void;
+}
+
+/**
+ * Authenticates the request, finds its session and asks the stages; answers a refusal itself and
+ * returns undefined then.
+ */
+async function admitRequest(bs: BindingServer, req: IncomingMessage, answer: Answer): Promise<Admitted | undefined> {
   const receivedAt = process.hrtime.bigint();
   const rt = bs.runtime;
   const conn = connectionOf.get(req.socket);
   if (conn === undefined) {
     req.socket.destroy();
-    return;
+    return undefined;
   }
   const client = authenticateBearer(req.headers.authorization, rt.clients);
   if (client === undefined) {
     reportAuthFailure(rt.stages, rt.fqn, conn, req.headers.authorization === undefined ? 'missing_token' : 'bad_token');
-    sendProblem(res, rt.fqn, { code: 'unauthorized', detail: `binding ${rt.fqn} needs a valid bearer token` });
-    return;
+    answer({ code: 'unauthorized', detail: `binding ${rt.fqn} needs a valid bearer token` }, false);
+    return undefined;
   }
   const session = await sessionFor(bs, conn, client.name);
   if (!('pipeline' in session)) {
-    sendProblem(res, rt.fqn, denialProblem(session as Exclude<Verdict, { action: 'forward' }>), true);
-    return;
+    answer(denialProblem(session as Exclude<Verdict, { action: 'forward' }>), true);
+    return undefined;
   }
   const method = req.method ?? 'GET';
   const text = `${method} ${redactUrl(req.url ?? '/')}`;
@@ -217,20 +239,20 @@ async function handleRequest(bs: BindingServer, req: IncomingMessage, res: Serve
   session.requests++;
 
   let tracker: StatementTracker | undefined;
-  const complete = (status: number, outcome: CompletionEvent['outcome'], judgedAt: bigint, extra: Partial<CompletionEvent> = {}): void => {
+  let judgedAt = receivedAt;
+  const complete = (status: number, outcome: CompletionEvent['outcome'], extra: Partial<CompletionEvent> = {}): void => {
     const bytesIn = socket.bytesRead - readAtStart;
     const bytesOut = socket.bytesWritten - writtenAtStart;
     session.bytesIn += bytesIn;
     session.bytesOut += bytesOut;
     session.pipeline.bytes(bytesIn, bytesOut);
-    const now = process.hrtime.bigint();
     const event: CompletionEvent = {
       text,
       statementClass: classOfMethod(method),
       tag: status === 0 ? '' : String(status),
       rows: 0,
       outcome,
-      durationNs: now - receivedAt,
+      durationNs: process.hrtime.bigint() - receivedAt,
       receivedAt,
       judgedNs: judgedAt - receivedAt,
       status,
@@ -243,34 +265,45 @@ async function handleRequest(bs: BindingServer, req: IncomingMessage, res: Serve
   };
 
   if (!req.url?.startsWith('/')) {
-    sendProblem(res, rt.fqn, { code: 'bad_request', detail: 'the request target must be a path (origin-form)' }, true);
-    complete(400, 'error', receivedAt, { code: '400', message: 'bad request target' });
-    return;
+    answer({ code: 'bad_request', detail: 'the request target must be a path (origin-form)' }, true);
+    complete(400, 'error', { code: '400', message: 'bad request target' });
+    return undefined;
   }
   let verdict: Verdict | undefined;
   if (session.pipeline.judgesStatements) {
     const v = session.pipeline.statement({ text, kind: 'request', receivedAt });
     verdict = v instanceof Promise ? await v : v;
   }
-  const judgedAt = process.hrtime.bigint();
+  judgedAt = process.hrtime.bigint();
   if (verdict?.action === 'forward') tracker = verdict.tracker;
   if (verdict !== undefined && verdict.action !== 'forward') {
     const problem = denialProblem(verdict);
-    sendProblem(res, rt.fqn, problem, verdict.action === 'close');
-    complete(PROBLEM_CODES[problem.code].status, 'denied', judgedAt, {
+    answer(problem, verdict.action === 'close');
+    complete(PROBLEM_CODES[problem.code].status, 'denied', {
       code: verdict.code,
       message: verdict.message,
       ...(verdict.action === 'error' && verdict.rule !== undefined && { rule: verdict.rule }),
       ...(verdict.action === 'error' && verdict.policy !== undefined && { policy: verdict.policy }),
     });
     if (verdict.action === 'close') closeConnection(conn, 'killed');
-    return;
+    return undefined;
   }
+  return { rt, conn, judgedAt, complete };
+}
+
+function forwardContext(rt: HttpBindingRuntime, conn: HttpConnection): ForwardContext {
+  return { strip: rt.upstream.strip, injected: rt.upstream.injected, clientIp: conn.clientIp, proto: conn.proto };
+}
+
+async function handleRequest(bs: BindingServer, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const admitted = await admitRequest(bs, req, (problem, close) => sendProblem(res, bs.runtime.fqn, problem, close));
+  if (admitted === undefined) return;
+  const { rt, conn, complete } = admitted;
   const maxBody = rt.maxBodySize;
   const declared = Number(req.headers['content-length'] ?? 0);
   if (maxBody !== undefined && declared > maxBody) {
     sendProblem(res, rt.fqn, { code: 'payload_too_large', detail: `the request body is larger than ${maxBody} bytes` }, true);
-    complete(413, 'error', judgedAt, { code: '413', message: 'request body too large' });
+    complete(413, 'error', { code: '413', message: 'request body too large' });
     return;
   }
   if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue();
@@ -279,14 +312,14 @@ async function handleRequest(bs: BindingServer, req: IncomingMessage, res: Serve
     req,
     res,
     rt.upstream,
-    { strip: rt.upstream.strip, injected: rt.upstream.injected, clientIp: conn.clientIp, proto: conn.proto },
+    forwardContext(rt, conn),
     rt.fqn,
     maxBody,
   );
   switch (outcome.kind) {
     case 'response': {
       const failed = outcome.status >= 500;
-      complete(outcome.status, failed ? 'error' : 'ok', judgedAt, failed ? { code: String(outcome.status), message: `upstream answered ${outcome.status}` } : {});
+      complete(outcome.status, failed ? 'error' : 'ok', failed ? { code: String(outcome.status), message: `upstream answered ${outcome.status}` } : {});
       break;
     }
     case 'problem': {
@@ -295,12 +328,27 @@ async function handleRequest(bs: BindingServer, req: IncomingMessage, res: Serve
       sendProblem(res, rt.fqn, p, p.code === 'payload_too_large');
       if (outcome.upstream) bs.host.onUpstreamError(rt.fqn, outcome.error);
       const status = PROBLEM_CODES[p.code].status;
-      complete(status, 'error', judgedAt, { code: String(status), message: p.detail });
+      complete(status, 'error', { code: String(status), message: p.detail });
       break;
     }
     case 'cut':
       if (outcome.upstream) bs.host.onUpstreamError(rt.fqn, outcome.error);
-      complete(outcome.status, 'error', judgedAt, { code: outcome.upstream ? 'upstream_cut' : 'client_closed', message: outcome.error.message });
+      complete(outcome.status, 'error', { code: outcome.upstream ? 'upstream_cut' : 'client_closed', message: outcome.error.message });
       break;
   }
+}
+
+/** An `Upgrade:` request (WebSocket): judged like any request, then tunnelled both ways. */
+async function handleUpgrade(bs: BindingServer, req: IncomingMessage, client: Duplex, head: Buffer): Promise<void> {
+  const admitted = await admitRequest(bs, req, (problem) => client.end(problemResponseBytes(bs.runtime.fqn, problem)));
+  if (admitted === undefined) return;
+  const { rt, conn, complete } = admitted;
+  const outcome = await relayUpgrade(req, client, head, rt.upstream, forwardContext(rt, conn), rt.fqn);
+  if (outcome.kind === 'failed') {
+    if (outcome.upstream) bs.host.onUpstreamError(rt.fqn, outcome.error);
+    complete(outcome.status, 'error', { code: String(outcome.status), message: outcome.error.message });
+    return;
+  }
+  await outcome.closed;
+  complete(101, 'ok');
 }

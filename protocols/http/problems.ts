@@ -1,7 +1,7 @@
 // The HTTP pipeline's error catalogue: every answer sempipe itself gives an HTTP client (auth,
 // policy, limits, upstream failures) as a status and an RFC 9457 `application/problem+json` body
 // that names the binding, so a job can tell sempipe's refusals from the service's own errors.
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 
 export const PROBLEM_CODES = {
   bad_request: { status: 400, title: 'malformed request' },
@@ -26,10 +26,9 @@ export interface Problem {
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
 
-/** Writes `problem` as the whole response; the connection is closed afterwards when `close` is set. */
-export function sendProblem(res: ServerResponse, binding: string, problem: Problem, close = false): void {
+function problemBody(binding: string, problem: Problem): string {
   const { status, title } = PROBLEM_CODES[problem.code];
-  const body = JSON.stringify({
+  return JSON.stringify({
     type: `https://sempipe.dev/problems/${problem.code}`,
     title,
     status,
@@ -38,6 +37,9 @@ export function sendProblem(res: ServerResponse, binding: string, problem: Probl
     ...(problem.rule !== undefined && { rule: problem.rule }),
     ...(problem.policy !== undefined && { policy: problem.policy }),
   });
+}
+
+function problemHeaders(binding: string, problem: Problem, body: string, close: boolean): Record<string, string | number> {
   const headers: Record<string, string | number> = {
     'content-type': PROBLEM_CONTENT_TYPE,
     'content-length': Buffer.byteLength(body),
@@ -45,6 +47,20 @@ export function sendProblem(res: ServerResponse, binding: string, problem: Probl
   };
   if (problem.code === 'unauthorized') headers['www-authenticate'] = `Bearer realm="${binding}"`;
   if (close) headers.connection = 'close';
-  res.writeHead(status, headers);
+  return headers;
+}
+
+/** Writes `problem` as the whole response; the connection is closed afterwards when `close` is set. */
+export function sendProblem(res: ServerResponse, binding: string, problem: Problem, close = false): void {
+  const body = problemBody(binding, problem);
+  res.writeHead(PROBLEM_CODES[problem.code].status, problemHeaders(binding, problem, body, close));
   res.end(body);
+}
+
+/** The problem as a complete HTTP/1.1 response, for a socket no ServerResponse owns (a refused upgrade). */
+export function problemResponseBytes(binding: string, problem: Problem): string {
+  const body = problemBody(binding, problem);
+  const status = PROBLEM_CODES[problem.code].status;
+  const lines = Object.entries(problemHeaders(binding, problem, body, true)).map(([k, v]) => `${k}: ${v}\r\n`);
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('')}\r\n${body}`;
 }

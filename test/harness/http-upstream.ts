@@ -1,10 +1,11 @@
 // A real HTTP service for the HTTP pipeline's tests and benchmark: node:http (or https with a
 // certificate), answering on fixed routes with what it received, large streamed bodies, trailers,
-// slow answers and Server-Sent Events, and recording each request it saw.
+// slow answers, Server-Sent Events and a WebSocket echo on /ws, and recording each request it saw.
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
+import { WebSocketServer } from 'ws';
 
 export interface SeenRequest {
   method: string;
@@ -121,6 +122,12 @@ export async function startHttpUpstream(opts: UpstreamOptions = {}): Promise<Htt
     ? createHttpsServer({ cert: readFileSync(opts.tls.certFile), key: readFileSync(opts.tls.keyFile) }, handler)
     : createHttpServer(handler);
   server.keepAliveTimeout = 30_000;
+  // /ws echoes every message back prefixed with "echo: ", after greeting with the upgrade's headers.
+  const wss = new WebSocketServer({ server, path: '/ws' });
+  wss.on('connection', (ws, req) => {
+    ws.send(JSON.stringify({ headers: req.headers }));
+    ws.on('message', (data, isBinary) => ws.send(isBinary ? data : `echo: ${String(data)}`, { binary: isBinary }));
+  });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as AddressInfo).port;
   return {
@@ -135,6 +142,8 @@ export async function startHttpUpstream(opts: UpstreamOptions = {}): Promise<Htt
     reached: (path) => new Promise((resolve) => waiters.set(path, [...(waiters.get(path) ?? []), resolve])),
     close: () =>
       new Promise((resolve) => {
+        for (const client of wss.clients) client.terminate();
+        wss.close();
         server.closeAllConnections();
         server.close(() => resolve());
       }),

@@ -2,7 +2,7 @@
 // and the binding server in this process, with undici, curl and raw sockets as clients: bearer
 // auth, credential injection and stripping, hop-by-hop headers, streamed bodies, HEAD, chunked
 // responses with trailers, 100-continue, smuggling attempts, SSE, 502/504/413 problems, client
-// abort and slowloris.
+// abort and slowloris, WebSocket upgrades.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { Client, request } from 'undici';
+import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bindingSpecs, createStages, protocolHandlers, retainProtocolState } from '../../bin/wiring.js';
 import { parseConfig } from '../../control/config.js';
@@ -222,6 +223,42 @@ describe('request smuggling', () => {
     const twoCl = await raw(ports.plain, `POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Length: 4\r\nContent-Length: 10\r\n\r\nabcd`);
     expect(twoCl).toMatch(/^HTTP\/1\.1 400/);
     expect(upstream.seen.length).toBe(before);
+  });
+});
+
+describe('WebSocket', () => {
+  it('relays an authenticated upgrade both ways, with the service credential and without the token upstream', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${ports.plain}/ws`, { headers: auth });
+    const messages: Array<string | Buffer> = [];
+    const next = (): Promise<string | Buffer> =>
+      new Promise((resolve) => {
+        if (messages.length > 0) resolve(messages.shift()!);
+        else ws.once('message', () => resolve(messages.shift()!));
+      });
+    ws.on('message', (data, isBinary) => messages.push(isBinary ? (data as Buffer) : String(data)));
+    const greeting = JSON.parse(String(await next())) as { headers: Record<string, string> };
+    expect(greeting.headers['x-api-key']).toBe(SERVICE_KEY);
+    expect(greeting.headers.authorization).toBeUndefined();
+    expect(greeting.headers.via).toBe('1.1 sempipe');
+    ws.send('hello');
+    expect(await next()).toBe('echo: hello');
+    const binary = Buffer.from([0, 1, 2, 250]);
+    ws.send(binary);
+    expect(Buffer.compare((await next()) as Buffer, binary)).toBe(0);
+    const closed = new Promise((r) => ws.once('close', r));
+    ws.close();
+    await closed;
+  });
+
+  it('refuses an upgrade without a valid token with 401', async () => {
+    const ws = new WebSocket(`ws://127.0.0.1:${ports.plain}/ws`);
+    ws.on('error', () => {});
+    const status = await new Promise<number>((resolve) => {
+      ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      ws.once('open', () => resolve(101));
+    });
+    ws.terminate();
+    expect(status).toBe(401);
   });
 });
 
