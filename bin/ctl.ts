@@ -27,6 +27,8 @@ const OPTIONS = {
   binding: { type: 'string' },
   sql: { type: 'string' },
   'password-stdin': { type: 'boolean' },
+  header: { type: 'string' },
+  bearer: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
 const USAGE = `usage: sempipe ctl [--admin URL] [--token T] [--json] <command>

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CatalogError, openCatalog, type Catalog } from './catalog.js';
+import { CatalogError, openCatalog, type Catalog, type IssuedCredentials } from './catalog.js';
 import { parseConfig, type PgBindingConfig, type PgServiceConfig, type SempipeConfig, type ServiceConfig } from './config.js';
 import { validatePolicy } from './policy/policy-schema.js';
 import { openStateStore } from './state-store.js';
@@ -18,6 +18,12 @@ afterEach(() => {
   for (const c of catalogs.splice(0)) c.close();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
+
+/** The credentials of a PostgreSQL binding (user, password, URI). */
+function pgCredentials(c: IssuedCredentials): Extract<IssuedCredentials, { password: string }> {
+  if (!('password' in c)) throw new Error('expected PostgreSQL credentials');
+  return c;
+}
 
 function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'sempipe-catalog-'));
@@ -86,7 +92,7 @@ describe('Catalog merge rules', () => {
   it('effective() holds the file resources and the API ones beside them', async () => {
     const c = open();
     c.createService(apiService);
-    const issued = await c.createBinding({ fqn: 'binding::/prod::cache-job', service: apiService.fqn, auth: 'scram-sha-256', allowPasswordWithoutTls: false });
+    const issued = pgCredentials(await c.createBinding({ fqn: 'binding::/prod::cache-job', service: apiService.fqn, auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
     const eff = c.effective();
     expect(eff.services.map((s) => s.fqn)).toEqual(['service::/prod::orders', 'service::/prod::cache']);
     expect(eff.bindings.map((b) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod::cache-job']);
@@ -149,7 +155,7 @@ ${fileService}
 
   it('suspends an API binding whose address a reloaded file takes, or whose service the file drops', async () => {
     const c = open();
-    const onFile = await c.createBinding({ fqn: 'binding::/prod::a', service: 'service::/prod::orders', listen: { host: '127.0.0.1', port: 17000 }, auth: 'scram-sha-256', allowPasswordWithoutTls: false });
+    const onFile = pgCredentials(await c.createBinding({ fqn: 'binding::/prod::a', service: 'service::/prod::orders', listen: { host: '127.0.0.1', port: 17000 }, auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
     expect(onFile.uri).toMatch(/@127\.0\.0\.1:17000\/orders$/);
     c.setFileConfig(
       fileConfig(`  - fqn: binding::/prod::b
@@ -202,9 +208,9 @@ ${fileService}
 
   it('rotates a binding: a new verifier for a new password, the old password stops matching', async () => {
     const c = open();
-    const first = await c.createBinding({ fqn: 'binding::/p::r', service: 'service::/prod::orders', user: 'reporter', auth: 'scram-sha-256', allowPasswordWithoutTls: false });
+    const first = pgCredentials(await c.createBinding({ fqn: 'binding::/p::r', service: 'service::/prod::orders', user: 'reporter', auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
     expect(first.user).toBe('reporter');
-    const second = c.rotateBinding('binding::/p::r');
+    const second = pgCredentials(c.rotateBinding('binding::/p::r'));
     expect(second.password).not.toBe(first.password);
     expect(second.uri).toBe(`postgres://reporter:${second.password}@${c.getBinding('binding::/p::r').listen}/orders`);
     const verifier = parseScramVerifier((c.effective().bindings.find((b) => b.fqn === 'binding::/p::r') as PgBindingConfig).clients[0]!.verifier!)!;
@@ -291,7 +297,7 @@ ${fileService}
     const c = open(dir);
     c.createService(apiService);
     await c.createBinding({ fqn: 'binding::/p::keep', service: apiService.fqn, auth: 'scram-sha-256', allowPasswordWithoutTls: false });
-    const rotated = c.rotateBinding('binding::/p::keep');
+    const rotated = pgCredentials(c.rotateBinding('binding::/p::keep'));
     c.rotateService(apiService.fqn, 'after-rotation');
     c.putPolicy('policy::/p::keep', { realm: 'binding::/p', read_only: true });
     const before = c.effective();

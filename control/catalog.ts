@@ -11,8 +11,9 @@ import { createServer } from 'node:net';
 import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type PgBindingConfig, type SempipeConfig, type ServiceConfig } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
-import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
+import { openStateStore, type ResourceKind, type StateStore, type StoredBinding, type StoredHttpBinding } from './state-store.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
+import { sha256Hex, type HttpBindingConfig } from '../protocols/http/config-schema.js';
 
 export type Source = 'file' | 'api';
 
@@ -67,7 +68,7 @@ export interface BindingView {
 /** A policy in the shape of the file and the API bodies (snake_case keys, durations as text). */
 export type PolicyView = Record<string, unknown> & { fqn: string; source: Source };
 
-/** What the API accepts to create a binding; sempipe issues the client credentials. */
+/** What the API accepts to create a binding; sempipe issues the client credentials (HTTP: a token). */
 export interface BindingInput {
   fqn: string;
   service: string;
@@ -75,19 +76,29 @@ export interface BindingInput {
   listen?: HostPort;
   /** Default: the service's upstream database. */
   database?: string;
-  auth: ClientAuthMethod;
+  /** "bearer" for an http service, a PostgreSQL method otherwise. */
+  auth: ClientAuthMethod | 'bearer';
+  /** HTTP: the client's name in the audit log (default: the binding's name). */
+  client?: string;
+  /** HTTP: the largest request body. */
+  maxBodySize?: number;
   /** Default: the binding's name. */
   user?: string;
   allowPasswordWithoutTls: boolean;
   tls?: BindingTls;
 }
 
-/** Returned once, at creation and rotation: the password is not stored and cannot be read back. */
-export interface IssuedCredentials {
-  fqn: string;
-  user: string;
-  password: string;
-  uri: string;
+/** Returned once, at creation and rotation: the password or token is not stored and cannot be read back. */
+export type IssuedCredentials =
+  | { fqn: string; user: string; password: string; uri: string }
+  /** HTTP: the bearer token and the binding's base URL. */
+  | { fqn: string; client: string; token: string; url: string };
+
+/** A new credential for an HTTP service: replaces the injected headers, or the basic/bearer credential. */
+export interface HttpCredentialInput {
+  headers?: Record<string, string>;
+  basic?: { user: string; password: string };
+  bearer?: string;
 }
 
 export interface CatalogOptions {
@@ -117,6 +128,8 @@ export interface Catalog {
   updateService(fqn: string, service: ServiceConfig): ServiceView;
   deleteService(fqn: string): void;
   rotateService(fqn: string, password: string): void;
+  /** Replaces the credential an HTTP service injects upstream; the next request carries it. */
+  rotateServiceCredential(fqn: string, credential: HttpCredentialInput): void;
 
   listBindings(): BindingView[];
   getBinding(fqn: string): BindingView;
@@ -135,9 +148,12 @@ export interface Catalog {
 
 /** PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes. */
 const MAX_USER_LENGTH = 63;
-/** 24 random bytes: 192 bits, 32 URL-safe characters. */
+/** 24 random bytes: 192 bits, 32 URL-safe characters (passwords and HTTP tokens alike). */
 const PASSWORD_BYTES = 24;
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+/** The header and idle timeouts of an API-created HTTP binding (the config file's defaults). */
+const HTTP_HEADER_TIMEOUT_MS = 10_000;
+const HTTP_IDLE_TIMEOUT_MS = 60_000;
 
 interface Merged {
   config: SempipeConfig;
@@ -168,10 +184,10 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     if (s === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
     return s;
   };
-  const apiBinding = (fqn: string): StoredBinding => {
+  const apiBinding = (fqn: string): StoredBinding | StoredHttpBinding => {
     checkFqn(fqn, 'binding');
     refuseFileDefined(fqn);
-    const b = store.bindings().find((x) => x.fqn === fqn);
+    const b = [...store.bindings(), ...store.httpBindings()].find((x) => x.fqn === fqn);
     if (b === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
     return b;
   };
@@ -185,11 +201,18 @@ export function openCatalog(opts: CatalogOptions): Catalog {
   const listBindings = (): BindingView[] => {
     const m = merged();
     const views = m.config.bindings.map((b) => bindingView(b, m.source.get(b.fqn)!));
-    for (const b of store.bindings()) {
+    for (const b of [...store.bindings(), ...store.httpBindings()]) {
       const problem = m.suspended.get(b.fqn);
-      if (problem !== undefined) views.push({ ...bindingView(toBindingConfig(b), 'api'), active: false, problem });
+      if (problem !== undefined) views.push({ ...bindingView(storedToConfig(b), 'api'), active: false, problem });
     }
     return views;
+  };
+
+  const issueToken = (b: StoredHttpBinding): IssuedCredentials => {
+    const token = randomBytes(PASSWORD_BYTES).toString('base64url');
+    store.putHttpBinding({ ...b, tokenSha256: sha256Hex(token) });
+    const host = WILDCARD_HOSTS.has(b.listen.host) ? '127.0.0.1' : b.listen.host;
+    return { fqn: b.fqn, client: b.client, token, url: `${b.tls === undefined ? 'http' : 'https'}://${formatHostPort({ host, port: b.listen.port })}` };
   };
 
   const issue = (b: StoredBinding): { stored: StoredBinding; credentials: IssuedCredentials } => {
@@ -243,7 +266,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     },
     deleteService(fqn) {
       apiService(fqn);
-      const users = [...file.bindings, ...store.bindings()].filter((b) => b.service === fqn).map((b) => b.fqn);
+      const users = [...file.bindings, ...store.bindings(), ...store.httpBindings()].filter((b) => b.service === fqn).map((b) => b.fqn);
       if (users.length > 0) throw new CatalogError('conflict', `${fqn} is used by ${users.join(', ')}; delete those bindings first`);
       remove('service', fqn);
     },
@@ -251,6 +274,17 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       const current = apiService(fqn);
       if (current.protocol !== 'postgres') throw new CatalogError('invalid', `${fqn} is an ${current.protocol} service; replace its upstream credential with PUT`, 'password');
       store.putService({ ...current, upstream: { ...current.upstream, password } });
+      changed();
+    },
+    rotateServiceCredential(fqn, credential) {
+      const current = apiService(fqn);
+      if (current.protocol !== 'http') throw new CatalogError('invalid', `${fqn} is a ${current.protocol} service; rotate its password instead`, 'password');
+      const { basic: _basic, bearer: _bearer, ...kept } = current.upstream;
+      const upstream =
+        credential.headers !== undefined
+          ? { ...current.upstream, headers: credential.headers }
+          : { ...kept, ...(credential.basic !== undefined && { basic: credential.basic }), ...(credential.bearer !== undefined && { bearer: credential.bearer }) };
+      store.putService({ ...current, upstream });
       changed();
     },
 
@@ -263,7 +297,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     },
     async createBinding(input) {
       refuseFileDefined(input.fqn);
-      if (store.bindings().some((b) => b.fqn === input.fqn)) throw new CatalogError('conflict', `${input.fqn} already exists`);
+      if ([...store.bindings(), ...store.httpBindings()].some((b) => b.fqn === input.fqn)) throw new CatalogError('conflict', `${input.fqn} already exists`);
       const user = input.user ?? parseFqn(input.fqn, 'binding').name;
       if (Buffer.byteLength(user) > MAX_USER_LENGTH) {
         throw new CatalogError('invalid', `the client user "${user}" is longer than ${MAX_USER_LENGTH} bytes; give a shorter user`, 'user');
@@ -273,7 +307,27 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       const m = merged();
       const service = m.config.services.find((s) => s.fqn === input.service);
       if (service === undefined) throw new CatalogError('invalid', `unknown service "${input.service}"`, 'service');
-      if (service.protocol !== 'postgres') throw new CatalogError('invalid', `${input.service} is an ${service.protocol} service; this request creates PostgreSQL bindings`, 'service');
+      if ((service.protocol === 'http') !== (input.auth === 'bearer')) {
+        const reason = service.protocol === 'http' ? 'needs auth "bearer"' : 'cannot use auth "bearer" (it is for http services)';
+        throw new CatalogError('invalid', `${input.service} is ${service.protocol === 'http' ? 'an http' : 'a PostgreSQL'} service: the binding ${reason}`, 'auth');
+      }
+      if (input.auth === 'bearer') {
+        const credentials = issueToken({
+          fqn: input.fqn,
+          service: input.service,
+          listen,
+          auth: 'bearer',
+          ...(input.tls !== undefined && { tls: { cert: input.tls.cert, key: input.tls.key } }),
+          ...(input.maxBodySize !== undefined && { maxBodySize: input.maxBodySize }),
+          headerTimeoutMs: HTTP_HEADER_TIMEOUT_MS,
+          idleTimeoutMs: HTTP_IDLE_TIMEOUT_MS,
+          client: input.client ?? parseFqn(input.fqn, 'binding').name,
+          tokenSha256: '',
+        });
+        changed();
+        return credentials;
+      }
+      if (service.protocol !== 'postgres') throw new CatalogError('invalid', `unknown protocol of ${input.service}`, 'service');
       const owner = listenerOwner(m.config, listen);
       if (owner !== undefined) throw new CatalogError('conflict', `address ${formatHostPort(listen)} is already used by ${owner}`);
       const { stored, credentials } = issue({
@@ -292,7 +346,13 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       return credentials;
     },
     rotateBinding(fqn) {
-      const { stored, credentials } = issue(apiBinding(fqn));
+      const current = apiBinding(fqn);
+      if ('tokenSha256' in current) {
+        const credentials = issueToken(current);
+        changed();
+        return credentials;
+      }
+      const { stored, credentials } = issue(current);
       store.putBinding(stored);
       changed();
       return credentials;
@@ -360,7 +420,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
   const listeners = new Map<string, string>([[formatHostPort(file.admin.listen), 'the admin listener']]);
   for (const b of bindings) listeners.set(formatHostPort(b.listen), `${b.fqn} (config file)`);
   const serviceNames = new Set(services.map((s) => s.fqn));
-  for (const b of store.bindings()) {
+  for (const b of [...store.bindings(), ...store.httpBindings()]) {
     if (source.has(b.fqn)) continue;
     const address = formatHostPort(b.listen);
     const owner = listeners.get(address);
@@ -369,7 +429,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
     } else if (owner !== undefined) {
       suspended.set(b.fqn, `address ${address} is already used by ${owner}`);
     } else {
-      bindings.push(toBindingConfig(b));
+      bindings.push(storedToConfig(b));
       listeners.set(address, b.fqn);
       source.set(b.fqn, 'api');
     }
@@ -383,6 +443,13 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
     source.set(p.fqn, 'api');
   }
   return { config: { ...structuredClone(file), services, bindings, policies }, suspended, source };
+}
+
+function storedToConfig(b: StoredBinding | StoredHttpBinding): BindingConfig {
+  if (!('tokenSha256' in b)) return toBindingConfig(b);
+  const { client, tokenSha256, ...rest } = b;
+  const config: HttpBindingConfig = { ...rest, clients: [{ name: client, tokenSha256 }] };
+  return config;
 }
 
 function toBindingConfig(b: StoredBinding): PgBindingConfig {

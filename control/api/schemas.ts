@@ -63,12 +63,19 @@ export const bindingBody = z
       })
       .optional(),
     database: nonEmpty.optional(),
-    auth: z.enum(CLIENT_AUTH_METHODS).default('scram-sha-256'),
+    /** "bearer" for an http service: sempipe issues a token instead of a user and password. */
+    auth: z.enum([...CLIENT_AUTH_METHODS, 'bearer']).default('scram-sha-256'),
     user: z.string().regex(USER, 'expected 1 to 63 letters, digits, ".", "_" or "-"').optional(),
+    client: z.string().regex(USER, 'expected 1 to 63 letters, digits, ".", "_" or "-"').optional(),
+    max_body_size: z.number().int().positive().optional(),
     allow_password_without_tls: z.boolean().default(false),
     tls: z.strictObject({ cert: absoluteReadableFile, key: absoluteReadableFile, required: z.boolean().default(false) }).optional(),
   })
   .superRefine((b, ctx) => {
+    const keys = b.auth === 'bearer' ? (['database', 'user'] as const) : (['client', 'max_body_size'] as const);
+    for (const key of keys) {
+      if (b[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: b.auth === 'bearer' ? `${key} is for PostgreSQL bindings` : `${key} is for auth "bearer" (HTTP) bindings` });
+    }
     if (b.auth === 'md5') {
       ctx.addIssue({
         code: 'custom',
@@ -81,7 +88,20 @@ export const bindingBody = z
     }
   });
 
-export const rotateServiceBody = z.strictObject({ password: nonEmpty });
+/** PostgreSQL: the new `password`; HTTP: new `headers`, `basic` or `bearer` to inject upstream. */
+export const rotateServiceBody = z
+  .strictObject({
+    password: nonEmpty.optional(),
+    headers: z.record(z.string(), z.string()).optional(),
+    basic: z.strictObject({ user: nonEmpty, password: z.string() }).optional(),
+    bearer: nonEmpty.optional(),
+  })
+  .superRefine((r, ctx) => {
+    const given = [r.password, r.headers, r.basic, r.bearer].filter((v) => v !== undefined).length;
+    // Nothing given reads as the PostgreSQL password missing, the common case.
+    if (given === 0) ctx.addIssue({ code: 'custom', path: ['password'], message: 'required field is missing (HTTP services: headers, basic or bearer)' });
+    if (given > 1) ctx.addIssue({ code: 'custom', message: 'give exactly one of password (PostgreSQL), headers, basic or bearer (HTTP)' });
+  });
 
 export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty });
 
@@ -133,6 +153,8 @@ export function toBindingInput(b: z.output<typeof bindingBody>): BindingInput {
     ...(b.database !== undefined && { database: b.database }),
     auth: b.auth,
     ...(b.user !== undefined && { user: b.user }),
+    ...(b.client !== undefined && { client: b.client }),
+    ...(b.max_body_size !== undefined && { maxBodySize: b.max_body_size }),
     allowPasswordWithoutTls: b.allow_password_without_tls,
     ...(b.tls !== undefined && { tls: b.tls }),
   };
