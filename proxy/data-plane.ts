@@ -152,6 +152,7 @@ export class DataPlane implements ConnectionHost {
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;
     for (const [fqn, l] of [...this.listeners]) this.closeListener(fqn, l);
+    for (const s of this.registry.all()) s.endWhenIdle?.();
     if (!(await this.registry.waitEmpty(timeoutMs))) {
       this.registry.closeWhere(() => true, 'shutdown');
       await this.registry.waitEmpty(2000);

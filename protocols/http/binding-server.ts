@@ -34,6 +34,12 @@ interface BindingServer {
 /** One client connection; a session exists once a request authenticated. */
 interface HttpConnection {
   readonly socket: Socket;
+  /** What node:http reads and writes: the socket, or the TLS stream over it. */
+  stream?: Socket;
+  /** Requests admitted and not yet completed. */
+  inFlight: number;
+  /** Set by a drain: the connection ends once no request is in flight. */
+  draining: boolean;
   readonly clientAddress: string;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
@@ -96,6 +102,8 @@ export function handleHttpConnection(socket: Socket, runtime: HttpBindingRuntime
     clientAddress: `${ip.includes(':') ? `[${ip}]` : ip}:${socket.remotePort ?? 0}`,
     clientIp: ip,
     proto: runtime.tls === undefined ? 'http' : 'https',
+    inFlight: 0,
+    draining: false,
   };
   bs.connections.add(conn);
   socket.once('close', () => {
@@ -107,6 +115,7 @@ export function handleHttpConnection(socket: Socket, runtime: HttpBindingRuntime
     stream = new TLSSocket(socket, { isServer: true, secureContext: runtime.tls });
     stream.on('error', () => socket.destroy());
   }
+  conn.stream = stream;
   connectionOf.set(stream, conn);
   bs.server.emit('connection', stream);
 }
@@ -128,6 +137,13 @@ export function retainHttpServers(runtimes: readonly HttpBindingRuntime[]): void
     for (const conn of bs.connections) closeConnection(conn, 'revoked');
     bs.server.close();
   }
+}
+
+/** Ends the connection gracefully (pending writes flushed) when a drain asked for it and it is idle. */
+function endIfDrained(conn: HttpConnection): void {
+  if (!conn.draining || conn.inFlight > 0) return;
+  conn.closeReason ??= 'shutdown';
+  (conn.stream ?? conn.socket).end();
 }
 
 function closeConnection(conn: HttpConnection, reason: EndReason): void {
@@ -157,6 +173,10 @@ function startSession(bs: BindingServer, conn: HttpConnection, client: string): 
     ended: false,
     stats: () => ({ statements: session.requests, bytesIn: session.bytesIn, bytesOut: session.bytesOut }),
     close: (reason) => closeConnection(conn, reason),
+    endWhenIdle: () => {
+      conn.draining = true;
+      endIfDrained(conn);
+    },
   };
   return session;
 }
@@ -237,6 +257,7 @@ async function admitRequest(bs: BindingServer, req: IncomingMessage, answer: Ans
   const readAtStart = socket.bytesRead;
   const writtenAtStart = socket.bytesWritten;
   session.requests++;
+  conn.inFlight++;
 
   let tracker: StatementTracker | undefined;
   let judgedAt = receivedAt;
@@ -262,6 +283,8 @@ async function admitRequest(bs: BindingServer, req: IncomingMessage, answer: Ans
     };
     session.pipeline.complete(event);
     tracker?.onComplete?.(event);
+    conn.inFlight--;
+    endIfDrained(conn);
   };
 
   if (!req.url?.startsWith('/')) {

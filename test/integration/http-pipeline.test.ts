@@ -201,3 +201,20 @@ describe('streaming', () => {
     expect(peak - before).toBeLessThan(64 * 1024 * 1024);
   });
 });
+
+describe('drain', () => {
+  test('SIGTERM ends idle keep-alive connections at once instead of waiting for drain_timeout', async () => {
+    const client = new Client(url('guard', ''), { keepAliveTimeout: 60_000 });
+    const r = await client.request({ path: '/json', method: 'GET', headers: auth });
+    await r.body.dump();
+    let disconnected = false;
+    client.on('disconnect', () => (disconnected = true));
+    const started = Date.now();
+    expect(await sempipe.stop()).toBe(0);
+    // drain_timeout is 30 s by default; an idle HTTP connection has nothing to wait for.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(disconnected).toBe(true);
+    expect(sempipe.stdout()).toMatch(/"event":"session_end","reason":"shutdown"/);
+    await client.close();
+  });
+});
