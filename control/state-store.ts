@@ -1,5 +1,6 @@
 // The durable store of resources created through the control API: services, bindings (client
-// user and SCRAM verifier, never a client password), policies (JSON documents) and a change log
+// user and SCRAM verifier, never a client password; HTTP bindings: the client's name and the
+// SHA-256 of its token, never the token), policies (JSON documents) and a change log
 // whose sequence only grows. One SQLite file `<stateDir>/state.db` (better-sqlite3), WAL journal
 // with synchronous = FULL so that a write acknowledged by the API survives a crash or power loss.
 // The schema is versioned: `schema_migrations` records every migration applied, and a file written
