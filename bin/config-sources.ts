@@ -9,6 +9,7 @@ import { assertApiExposure, resolveAdminToken } from '../control/api/auth.js';
 import { createApiHandler, type SessionDirectory } from '../control/api/router.js';
 import { openCatalog } from '../control/catalog.js';
 import { defaultLimits, loadConfig, type HostPort, type SempipeConfig } from '../control/config.js';
+import { loadSaltSecret } from '../control/salt-secret.js';
 import { ControlPlaneClient } from './control-plane-client.js';
 import { prepareCredentials } from './wiring.js';
 
@@ -30,8 +31,12 @@ export interface ConfigSource {
 
 /** `sempipe proxy --config FILE`: the file plus the durable API-created resources. */
 export function fileSource(configFile: string, log: Logger): ConfigSource {
-  const fileConfig = prepareCredentials(loadConfig(configFile));
-  assertApiExposure(fileConfig.admin.listen, resolveAdminToken(fileConfig.admin));
+  const first = loadConfig(configFile);
+  assertApiExposure(first.admin.listen, resolveAdminToken(first.admin));
+  // Made once, before any worker starts, so that all of them get the same one.
+  const storedSecret = loadSaltSecret(first.stateDir);
+  const prepare = (c: SempipeConfig): SempipeConfig => prepareCredentials({ ...c, saltSecret: c.saltSecret ?? storedSecret });
+  const fileConfig = prepare(first);
   const catalog = openCatalog({ stateDir: fileConfig.stateDir, fileConfig });
   const reportProblems = (): void => {
     for (const p of catalog.problems()) log.warn(p, 'API binding suspended');
@@ -48,7 +53,7 @@ export function fileSource(configFile: string, log: Logger): ConfigSource {
       });
     },
     reload() {
-      catalog.setFileConfig(prepareCredentials(loadConfig(configFile)));
+      catalog.setFileConfig(prepare(loadConfig(configFile)));
     },
     adminRoutes: (sessions) => createApiHandler({ catalog, sessions, token: () => resolveAdminToken(current.admin) }),
     close: () => catalog.close(),

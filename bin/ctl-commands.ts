@@ -178,7 +178,7 @@ function printExplanation(out: Output, body: Row): void {
   const hooks = Array.isArray(v.hooks) && v.hooks.length > 0 ? ` after hooks ${v.hooks.join(', ')}` : '';
   out.line(
     v.action === 'deny'
-      ? `verdict: deny (${String(v.code)}) ${String(v.message)} [rule ${String(v.rule)}, ${String(v.policy)}]`
+      ? `verdict: deny (${String(v.code)}) ${String(v.message)} [rule ${String(v.rule)}${v.policy === undefined ? '' : `, ${String(v.policy)}`}]`
       : `verdict: ${String(v.action)}${hooks}`,
   );
   if (typeof body.parseError === 'string') out.line(`parse error: ${body.parseError} (classified unknown)`);
@@ -186,7 +186,7 @@ function printExplanation(out: Output, body: Row): void {
   out.table(
     Array.isArray(body.statements) ? (body.statements as Row[]) : [],
     [
-      { header: 'CLASS', value: (r) => r.class },
+      { header: 'CLASS', value: (r) => (r.command === undefined ? r.class : `${String(r.class)} (${String(r.command)})`) },
       { header: 'WRITES', value: (r) => (r.writes === true ? 'yes' : 'no') },
       { header: 'TABLES', value: (r) => r.tables },
       { header: 'FUNCTIONS', value: (r) => r.functions },
@@ -309,13 +309,14 @@ export const COMMANDS: readonly Command[] = [
   deleteCommand('policies', 'policy', 'delete', 'policy', 'deleted'),
   {
     name: 'policy explain',
-    synopsis: '--binding FQN --sql TEXT',
-    summary: 'dry run: which rules apply to the binding and statement, and the verdict',
+    synopsis: '--binding FQN --sql TEXT [--replication physical|logical]',
+    summary: 'dry run: which rules apply to the binding and statement (on a replication connection), and the verdict',
     args: [],
-    options: ['binding', 'sql'],
+    options: ['binding', 'sql', 'replication'],
     required: ['binding', 'sql'],
     async run({ api, out, options }) {
-      const request = { binding: fqnArg(str(options, 'binding')!, 'binding'), sql: str(options, 'sql')! };
+      const replication = str(options, 'replication');
+      const request = { binding: fqnArg(str(options, 'binding')!, 'binding'), sql: str(options, 'sql')!, ...(replication !== undefined && { replication }) };
       const { body } = await api.call('POST', path('policies', undefined, 'explain'), request);
       if (out.json) out.raw(body);
       else printExplanation(out, (body ?? {}) as Row);

@@ -26,20 +26,43 @@ const OPTIONS = {
   auth: { type: 'string' },
   binding: { type: 'string' },
   sql: { type: 'string' },
+  replication: { type: 'string' },
   'password-stdin': { type: 'boolean' },
   header: { type: 'string' },
   bearer: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
-const USAGE = `usage: sempipe ctl [--admin URL] [--token T] [--json] <command>
-
-commands:
-${COMMANDS.map((c) => `  ${`${c.name} ${c.synopsis}`.trimEnd()}\n      ${c.summary}`).join('\n')}
-
---admin URL   the admin listener (else SEMPIPE_ADMIN_URL, else ${DEFAULT_ADMIN_URL})
+const GLOBAL_HELP = `--admin URL   the admin listener (else SEMPIPE_ADMIN_URL, else ${DEFAULT_ADMIN_URL})
 --token T     the control API's bearer token (else SEMPIPE_ADMIN_TOKEN)
 --json        print the API's JSON instead of tables
 `;
+
+const commandLines = (commands: readonly Command[]): string =>
+  commands.map((c) => `  ${`${c.name} ${c.synopsis}`.trimEnd()}\n      ${c.summary}`).join('\n');
+
+const USAGE = `usage: sempipe ctl [--admin URL] [--token T] [--json] <command>   (sempipe ctl <command> --help for one)
+
+commands:
+${commandLines(COMMANDS)}
+
+${GLOBAL_HELP}`;
+
+/**
+ * The usage `--help` asks for: one command's ("bindings create --help"), a group's ("bindings
+ * --help"), or all; undefined for a name that is neither.
+ */
+function helpFor(positionals: readonly string[]): string | undefined {
+  const [group, action] = positionals;
+  if (group === undefined || group === 'help') return USAGE;
+  if (action !== undefined) {
+    const command = COMMANDS.find((c) => c.name === `${group} ${action}`);
+    if (command === undefined) return undefined;
+    return `usage: sempipe ctl ${`${command.name} ${command.synopsis}`.trimEnd()} [--admin URL] [--token T] [--json]\n\n${command.summary}\n\n${GLOBAL_HELP}`;
+  }
+  const commands = COMMANDS.filter((c) => c.name.startsWith(`${group} `));
+  if (commands.length === 0) return undefined;
+  return `usage: sempipe ctl [--admin URL] [--token T] [--json] ${group} <command>\n\ncommands:\n${commandLines(commands)}\n\n${GLOBAL_HELP}`;
+}
 
 export async function runCtl(argv: string[]): Promise<number> {
   let parsed;
@@ -51,7 +74,9 @@ export async function runCtl(argv: string[]): Promise<number> {
   const { values, positionals } = parsed;
   const [group, action = 'list', ...args] = positionals;
   if (group === undefined || group === 'help' || values.help === true) {
-    process.stdout.write(USAGE);
+    const help = helpFor(positionals);
+    if (help === undefined) return usage(`unknown command "${positionals.slice(0, 2).join(' ')}"`);
+    process.stdout.write(help);
     return 0;
   }
   const command = COMMANDS.find((c) => c.name === `${group} ${action}`);

@@ -14,7 +14,7 @@ import { DataPlane } from '../proxy/data-plane.js';
 import { LocalSessionSlots } from '../proxy/session-slots.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { startDemoDatabase } from './demo-database.js';
-import { bindingSpecs, createStages, dataPlaneReporting, prepareCredentials, protocolHandlers } from './wiring.js';
+import { bindingSpecs, createStages, dataPlaneReporting, pendingAuthLimits, prepareCredentials, protocolHandlers, protocolRefusalReplies } from './wiring.js';
 
 export interface DemoOptions {
   port?: number;
@@ -45,7 +45,7 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
       {
         fqn: 'binding::/demo::shop',
         service: 'service::/demo::shop',
-        listen: { host: '127.0.0.1', port },
+        listen: [{ host: '127.0.0.1', port }],
         database: 'shop',
         auth: 'scram-sha-256',
         allowPasswordWithoutTls: false,
@@ -63,9 +63,11 @@ export async function runDemo(opts: DemoOptions): Promise<void> {
   const plane = new DataPlane({
     workerIndex: 0,
     handlers: protocolHandlers,
+    refusalReplies: protocolRefusalReplies,
     onConnection: (binding, protocol) => stages.forEach((s) => s.onConnection?.(binding, protocol)),
     ...dataPlaneReporting(metrics, log),
   });
+  plane.setPendingAuthLimits(pendingAuthLimits(config));
   const applied = await plane.apply(bindingSpecs(config, stages));
   if (applied.failed.length > 0) {
     await db.stop();

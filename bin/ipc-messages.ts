@@ -1,5 +1,7 @@
 // Messages between the primary and its worker processes (node:cluster IPC).
 import type { SempipeConfig } from '../control/config.js';
+import type { MetricsSnapshot } from '../control/metrics.js';
+import type { SessionRecord } from '../control/stages/audit-stage.js';
 import type { SessionSummary } from '../proxy/session-registry.js';
 
 export type ToWorker =
@@ -8,7 +10,8 @@ export type ToWorker =
   | { type: 'drain'; timeoutMs: number }
   | { type: 'sessions'; requestId: number }
   | { type: 'kill'; requestId: number; id: string }
-  | { type: 'slot-granted'; requestId: number; granted: boolean };
+  | { type: 'slot-granted'; requestId: number; granted: boolean }
+  | { type: 'metrics'; requestId: number };
 
 export type ToPrimary =
   /** The worker listens for messages now (earlier ones would be lost): send it the config. */
@@ -18,7 +21,13 @@ export type ToPrimary =
   | { type: 'sessions-reply'; requestId: number; sessions: SessionSummary[] }
   | { type: 'kill-reply'; requestId: number; found: boolean }
   | { type: 'slot-acquire'; requestId: number; binding: string; limit: number }
-  | { type: 'slot-release'; binding: string };
+  | { type: 'slot-release'; binding: string }
+  /** Sent once per session as it starts and ends (never per statement): the primary's record of live sessions. */
+  | { type: 'session-start'; session: SessionRecord }
+  | { type: 'session-end'; id: string }
+  /** A draining worker's last message, sent to know that every earlier one has been written. */
+  | { type: 'drained' }
+  | { type: 'metrics-reply'; requestId: number; metrics: MetricsSnapshot };
 
 /** prom-client's cluster aggregation uses the same channel; its messages are not ours. */
 export function isOurs(msg: unknown): msg is { type: string } {

@@ -1,20 +1,32 @@
-// The primary side of the session-related control messages: gathering the session list from every
-// worker, routing a kill to the worker that owns the session, and granting max_sessions slots from
-// one count kept for all workers (a dead worker's slots are given back).
+// The primary side of the session-related control messages: gathering the session list and the
+// metrics of every worker, routing a kill to the worker that owns the session, and granting
+// max_sessions slots from one count kept for all workers (a dead worker's slots are given back, its
+// unanswered requests are answered without it).
+import type { MetricsSnapshot } from '../control/metrics.js';
 import type { SessionSummary } from '../proxy/session-registry.js';
 import { LocalSessionSlots } from '../proxy/session-slots.js';
 import type { ToPrimary, ToWorker } from './ipc-messages.js';
 
 export interface WorkerChannel {
   index: number;
+  /** The prefix of the session ids this worker process hands out ("<index>.<generation>"). */
+  sessionIdPrefix: string;
   send(msg: ToWorker): void;
 }
 
+interface PendingReply {
+  /** The session id prefix of the worker process asked: unique to that process. */
+  worker: string;
+  answer(msg: ToPrimary | undefined): void;
+}
+
 const REPLY_TIMEOUT_MS = 2000;
+/** As long as prom-client's own cluster aggregation waited: a busy worker renders a large registry. */
+const METRICS_TIMEOUT_MS = 5000;
 
 export class PrimaryControl {
   private nextId = 1;
-  private readonly replies = new Map<number, (msg: ToPrimary) => void>();
+  private readonly replies = new Map<number, PendingReply>();
   private readonly slots = new LocalSessionSlots();
   /** Slots held per worker and binding, to give back when a worker dies. */
   private readonly held = new Map<number, Map<string, number>>();
@@ -26,7 +38,8 @@ export class PrimaryControl {
     switch (msg.type) {
       case 'sessions-reply':
       case 'kill-reply':
-        this.replies.get(msg.requestId)?.(msg);
+      case 'metrics-reply':
+        this.replies.get(msg.requestId)?.answer(msg);
         return true;
       case 'slot-acquire': {
         const granted = this.slots.tryAcquire(msg.binding, msg.limit);
@@ -42,10 +55,23 @@ export class PrimaryControl {
     }
   }
 
-  /** A worker exited: the slots its sessions held are free again. */
-  onWorkerExit(index: number): void {
-    for (const [binding, n] of this.held.get(index) ?? []) this.slots.release(binding, n);
-    this.held.delete(index);
+  /** A worker exited: the slots its sessions held are free again, and it will answer nothing more. */
+  onWorkerExit(worker: WorkerChannel): void {
+    for (const [binding, n] of this.held.get(worker.index) ?? []) this.slots.release(binding, n);
+    this.held.delete(worker.index);
+    for (const r of [...this.replies.values()]) if (r.worker === worker.sessionIdPrefix) r.answer(undefined);
+  }
+
+  /** Every live worker's metrics; rejects when one of them does not answer in time. */
+  async gatherMetrics(): Promise<MetricsSnapshot[]> {
+    const workers = this.workers();
+    const snapshots = await Promise.all(
+      workers.map((w) => this.ask<MetricsSnapshot>(w, (requestId) => ({ type: 'metrics', requestId }), (m) => (m.type === 'metrics-reply' ? m.metrics : []), METRICS_TIMEOUT_MS)),
+    );
+    const live = new Set(this.workers().map((w) => w.sessionIdPrefix));
+    const silent = workers.filter((w, i) => snapshots[i] === undefined && live.has(w.sessionIdPrefix));
+    if (silent.length > 0) throw new Error(`worker ${silent.map((w) => w.index).join(', ')} did not send its metrics`);
+    return snapshots.filter((s) => s !== undefined);
   }
 
   async listSessions(): Promise<SessionSummary[]> {
@@ -57,26 +83,25 @@ export class PrimaryControl {
     return lists.flatMap((l) => l ?? []);
   }
 
-  /** Session ids are "<worker>-<n>": the kill goes to that worker only. */
+  /** Session ids are "<prefix>-<n>": the kill goes to the worker process with that prefix only. */
   async killSession(id: string): Promise<boolean> {
-    const owner = this.workers().find((w) => id.startsWith(`${w.index}-`));
+    const owner = this.workers().find((w) => id.startsWith(`${w.sessionIdPrefix}-`));
     if (owner === undefined) return false;
     const found = await this.ask<boolean>(owner, (requestId) => ({ type: 'kill', requestId, id }), (m) => m.type === 'kill-reply' && m.found);
     return found === true;
   }
 
-  private ask<T>(w: WorkerChannel, request: (requestId: number) => ToWorker, read: (m: ToPrimary) => T): Promise<T | undefined> {
+  /** Resolves with the worker's answer, or undefined when it exited or did not answer in time. */
+  private ask<T>(w: WorkerChannel, request: (requestId: number) => ToWorker, read: (m: ToPrimary) => T, timeoutMs = REPLY_TIMEOUT_MS): Promise<T | undefined> {
     const requestId = this.nextId++;
     return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.replies.delete(requestId);
-        resolve(undefined);
-      }, REPLY_TIMEOUT_MS);
-      this.replies.set(requestId, (m) => {
+      const answer = (m: ToPrimary | undefined): void => {
         clearTimeout(timer);
         this.replies.delete(requestId);
-        resolve(read(m));
-      });
+        resolve(m === undefined ? undefined : read(m));
+      };
+      const timer = setTimeout(() => answer(undefined), timeoutMs);
+      this.replies.set(requestId, { worker: w.sessionIdPrefix, answer });
       w.send(request(requestId));
     });
   }

@@ -9,17 +9,62 @@ import { parseRealm } from '../control/fqn.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
 import { readSecret } from './read-secret.js';
 
-const USAGE = `usage: sempipe <command> [options]
+interface CommandHelp {
+  /** Forms of the command line after `sempipe `, each with what it does. */
+  readonly forms: ReadonlyArray<readonly [synopsis: string, summary: string]>;
+  /** The options, one per line, for `sempipe COMMAND --help`. */
+  readonly options?: string;
+}
+
+/** Every command's usage: the overview lists the forms, `sempipe COMMAND --help` prints one entry. */
+const COMMAND_HELP: Readonly<Record<string, CommandHelp>> = {
+  proxy: {
+    forms: [
+      ['proxy --config FILE [--workers N]', 'run the proxy for the services and bindings in FILE'],
+      [
+        'proxy --control-plane URL --token T [--bindings REALM] [--admin HOST:PORT] [--cache-dir DIR]',
+        'run a data plane (sidecar) that follows a control plane',
+      ],
+    ],
+    options: `  -c, --config FILE        the config file (SIGHUP re-reads it)
+  --workers N              data-plane worker processes (default: the config's workers, else one per core)
+  --control-plane URL      follow this control plane's watch stream instead of a file
+  --token T                the control plane's token (else SEMPIPE_CONTROL_PLANE_TOKEN)
+  --bindings REALM         the bindings to serve (default ::/, all)
+  --admin HOST:PORT        this data plane's admin listener (default ${DEFAULT_ADMIN_LISTEN})
+  --cache-dir DIR          where the last good state is kept while the control plane is away`,
+  },
+  demo: {
+    forms: [['demo [--port P] [--admin-port P]', 'start an embedded PostgreSQL behind a sempipe binding']],
+    options: `  --port P                 the binding's port (default 6432)
+  --admin-port P           the admin listener's port, /metrics (default 9187)`,
+  },
+  'check-config': {
+    forms: [['check-config FILE', 'validate a config file (same checks as at start and reload); exit 2 on error']],
+  },
+  'hash-password': {
+    forms: [['hash-password', 'read a password (stdin or prompt), print its SCRAM verifier']],
+  },
+  ctl: {
+    forms: [['ctl <command> [--admin URL]', 'operate a running sempipe through its control API (sempipe ctl --help)']],
+  },
+};
+
+const formLines = (help: CommandHelp): string =>
+  help.forms.map(([synopsis, summary]) => `  sempipe ${synopsis}\n      ${summary}`).join('\n');
+
+const USAGE = `usage: sempipe <command> [options]   (sempipe <command> --help for one command)
 
 commands:
-  proxy --config FILE [--workers N]   run the proxy for the services and bindings in FILE
-  proxy --control-plane URL --token T [--bindings REALM] [--admin HOST:PORT] [--cache-dir DIR]
-                                      run a data plane (sidecar) that follows a control plane
-  demo                                start an embedded PostgreSQL behind a sempipe binding
-  check-config FILE                   validate a config file (same checks as at start and reload)
-  hash-password                       read a password (stdin or prompt), print its SCRAM verifier
-  ctl <command> [--admin URL]         operate a running sempipe through its control API (sempipe ctl help)
+${Object.values(COMMAND_HELP).map(formLines).join('\n')}
 `;
+
+function commandUsage(command: string): string {
+  const help = COMMAND_HELP[command]!;
+  return `usage:\n${formLines(help)}\n${help.options === undefined ? '' : `\noptions:\n${help.options}\n`}`;
+}
+
+const wantsHelp = (args: readonly string[]): boolean => args.some((a) => a === '--help' || a === '-h');
 
 async function main(argv: string[]): Promise<number> {
   if (cluster.isWorker) {
@@ -28,6 +73,11 @@ async function main(argv: string[]): Promise<number> {
     return -1;
   }
   const [command, ...rest] = argv;
+  // `ctl` has a usage per subcommand of its own.
+  if (command !== undefined && command !== 'ctl' && Object.hasOwn(COMMAND_HELP, command) && wantsHelp(rest)) {
+    process.stdout.write(commandUsage(command));
+    return 0;
+  }
   switch (command) {
     case 'proxy': {
       const { values } = parseArgs({

@@ -1,10 +1,11 @@
 // A worker process: carries sessions on the listeners it shares with the other workers, applies
-// every config the primary pushes, forwards cancel requests for other workers' keys, and drains
-// when told to. Signals are the primary's business: a Ctrl-C reaching the whole process group
-// must not kill sessions before the primary orders the drain.
+// every config the primary pushes, forwards cancel requests for other workers' keys, tells the
+// primary of each session's start and end (so a session of a worker that dies is still audited),
+// answers for its metrics, and drains when told to. Signals are the primary's business: a Ctrl-C
+// reaching the whole process group must not kill sessions before the primary orders the drain.
 import type { AuditLog } from '../control/audit.js';
 import { createAuditLog } from '../control/audit.js';
-import { createMetrics, enableWorkerMetrics } from '../control/metrics.js';
+import { createMetrics } from '../control/metrics.js';
 import { createOpsLog } from '../control/ops-log.js';
 import { PolicySet } from '../control/policy/policy-set.js';
 import { DataPlane } from '../proxy/data-plane.js';
@@ -12,10 +13,13 @@ import type { StageFactory } from '../proxy/stage.js';
 import { initClassifier } from '../protocols/postgres/sql-classify.js';
 import { isOurs, type ToPrimary, type ToWorker } from './ipc-messages.js';
 import { handleSessionMessage, IpcSessionSlots } from './worker-control.js';
-import { bindingSpecs, createStages, dataPlaneReporting, protocolHandlers, retainProtocolState } from './wiring.js';
+import { bindingSpecs, createStages, dataPlaneReporting, pendingAuthLimits, protocolHandlers, protocolRefusalReplies, retainProtocolState } from './wiring.js';
 
 export async function runWorker(): Promise<void> {
   const workerIndex = Number(process.env.SEMPIPE_WORKER_INDEX ?? '1');
+  // How many processes held this worker slot before, this one included: session ids stay unique
+  // across restarts.
+  const generation = Number(process.env.SEMPIPE_WORKER_GENERATION ?? '1');
   const log = createOpsLog(`worker-${workerIndex}`);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, () => {});
   process.on('disconnect', () => process.exit(0));
@@ -23,7 +27,6 @@ export async function runWorker(): Promise<void> {
     process.send?.(m);
   };
   const metrics = createMetrics();
-  enableWorkerMetrics(metrics);
   let audit: AuditLog | undefined;
   let stages: StageFactory[] | undefined;
   const policies = new PolicySet();
@@ -32,7 +35,11 @@ export async function runWorker(): Promise<void> {
   const workerCount = Number(process.env.SEMPIPE_WORKER_COUNT ?? '1');
   const plane = new DataPlane({
     workerIndex,
+    sessionIdPrefix: `${workerIndex}.${generation}`,
+    onSessionStart: (s) => send({ type: 'session-start', session: { id: s.id, binding: s.binding, user: s.user, client: s.clientAddress, startedAt: s.startedAt } }),
+    onSessionEnd: (s) => send({ type: 'session-end', id: s.id }),
     handlers: protocolHandlers,
+    refusalReplies: protocolRefusalReplies,
     forwardCancel: (worker, processId, secretKey) => send({ type: 'cancel', worker, processId, secretKey }),
     onConnection: (binding, protocol) => {
       for (const s of stages ?? []) s.onConnection?.(binding, protocol);
@@ -53,6 +60,7 @@ export async function runWorker(): Promise<void> {
         }
         policies.update(msg.config.policies);
         const specs = bindingSpecs(msg.config, stages);
+        plane.setPendingAuthLimits(pendingAuthLimits(msg.config));
         const result = await plane.apply(specs);
         retainProtocolState(specs);
         send({ type: 'applied', generation: msg.generation, failed: result.failed });
@@ -64,6 +72,9 @@ export async function runWorker(): Promise<void> {
       case 'drain':
         await plane.drain(msg.timeoutMs);
         await audit?.close();
+        // Messages to the primary are written in order: once this one is out, so is the end of
+        // every session, and none of them is taken for lost.
+        await new Promise<void>((resolve) => process.send?.({ type: 'drained' } satisfies ToPrimary, undefined, {}, () => resolve()) ?? resolve());
         process.exit(0);
     }
   };
@@ -71,6 +82,14 @@ export async function runWorker(): Promise<void> {
     if (!isOurs(msg)) return;
     // Session list, kill and slot answers are served at once, not behind a config being applied.
     if (handleSessionMessage(msg as ToWorker, plane, slots, send)) return;
+    if (msg.type === 'metrics') {
+      const { requestId } = msg as Extract<ToWorker, { type: 'metrics' }>;
+      metrics.registry.getMetricsAsJSON().then(
+        (snapshot) => send({ type: 'metrics-reply', requestId, metrics: snapshot }),
+        (err: unknown) => log.error({ err: String(err) }, 'metrics failed'),
+      );
+      return;
+    }
     queue = queue.then(() => handle(msg as ToWorker)).catch((err: unknown) => log.error({ err: String(err) }, 'worker message failed'));
   });
   send({ type: 'hello' });

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CatalogError, openCatalog, type Catalog, type IssuedCredentials } from './catalog.js';
-import { parseConfig, type PgBindingConfig, type PgServiceConfig, type SempipeConfig, type ServiceConfig } from './config.js';
+import { parseConfig, type BindingConfig, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
 import { validatePolicy } from './policy/policy-schema.js';
 import { openStateStore } from './state-store.js';
 import { createScramVerifier, parseScramVerifier, verifyPasswordAgainstScram } from '../protocols/postgres/auth/scram-verifier.js';
@@ -97,9 +97,9 @@ describe('Catalog merge rules', () => {
     expect(eff.services.map((s) => s.fqn)).toEqual(['service::/prod::orders', 'service::/prod::cache']);
     expect(eff.bindings.map((b) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod::cache-job']);
     const b = eff.bindings[1]!;
-    expect((b as PgBindingConfig).database).toBe('cache');
+    expect((b as BindingConfig).database).toBe('cache');
     expect(b.clients).toEqual([{ user: 'cache-job', verifier: expect.stringMatching(/^SCRAM-SHA-256\$/) }]);
-    expect(verifyPasswordAgainstScram(issued.password, parseScramVerifier((b as PgBindingConfig).clients[0]!.verifier!)!)).toBe(true);
+    expect(verifyPasswordAgainstScram(issued.password, parseScramVerifier((b as BindingConfig).clients[0]!.verifier!)!)).toBe(true);
     expect(eff.admin).toEqual(fileConfig().admin);
     expect(c.listServices().map((s) => [s.fqn, s.source])).toEqual([
       ['service::/prod::orders', 'file'],
@@ -199,8 +199,9 @@ ${fileService}
       await c.createBinding({ fqn: `binding::/p::b${i}`, service: 'service::/prod::orders', auth: 'scram-sha-256', allowPasswordWithoutTls: false });
     }
     for (const b of c.effective().bindings) {
-      expect(b.listen.host).toBe('127.0.0.1');
-      ports.add(b.listen.port);
+      const [address] = b.listen as [HostPort];
+      expect(address.host).toBe('127.0.0.1');
+      ports.add(address.port);
     }
     expect(ports.size).toBe(6);
     expect(ports.has(19187)).toBe(false);
@@ -213,7 +214,7 @@ ${fileService}
     const second = pgCredentials(c.rotateBinding('binding::/p::r'));
     expect(second.password).not.toBe(first.password);
     expect(second.uri).toBe(`postgres://reporter:${second.password}@${c.getBinding('binding::/p::r').listen}/orders`);
-    const verifier = parseScramVerifier((c.effective().bindings.find((b) => b.fqn === 'binding::/p::r') as PgBindingConfig).clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((c.effective().bindings.find((b) => b.fqn === 'binding::/p::r') as BindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(second.password, verifier)).toBe(true);
     expect(verifyPasswordAgainstScram(first.password, verifier)).toBe(false);
     expect(refusal(() => c.rotateBinding('binding::/p::missing')).code).toBe('not_found');
@@ -227,7 +228,7 @@ ${fileService}
     c.updateService(apiService.fqn, { ...apiService, upstream: { ...noPassword, port: 6543 } });
     expect(c.effective().services[1]!.upstream).toMatchObject({ port: 6543, password: 'api-up-pw' });
     c.rotateService(apiService.fqn, 'rotated-up-pw');
-    expect((c.effective().services[1] as PgServiceConfig).upstream.password).toBe('rotated-up-pw');
+    expect((c.effective().services[1] as ServiceConfig).upstream.password).toBe('rotated-up-pw');
     expect(c.getService(apiService.fqn).upstream).not.toHaveProperty('password');
     expect(refusal(() => c.updateService(apiService.fqn, { ...apiService, fqn: 'service::/prod::other' })).path).toBe('fqn');
 
@@ -306,9 +307,9 @@ ${fileService}
 
     const again = open(dir);
     expect(again.effective()).toEqual(before);
-    const verifier = parseScramVerifier((again.effective().bindings.find((b) => b.fqn === 'binding::/p::keep') as PgBindingConfig).clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((again.effective().bindings.find((b) => b.fqn === 'binding::/p::keep') as BindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(rotated.password, verifier)).toBe(true);
-    expect((again.effective().services.find((s) => s.fqn === apiService.fqn) as PgServiceConfig).upstream.password).toBe('after-rotation');
+    expect((again.effective().services.find((s) => s.fqn === apiService.fqn) as ServiceConfig).upstream.password).toBe('after-rotation');
     expect(again.sequence()).toBe(5);
   });
 });

@@ -8,7 +8,7 @@
 // with the reason until the operator deletes it or the conflict goes away.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { formatHostPort, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type PgBindingConfig, type SempipeConfig, type ServiceConfig } from './config.js';
+import { formatHostPort, formatListenAddress, isUnixSocket, type AnyBindingConfig, type AnyServiceConfig, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
 import { openStateStore, type ResourceKind, type StateStore, type StoredBinding, type StoredHttpBinding } from './state-store.js';
@@ -45,18 +45,25 @@ export interface HttpUpstreamView {
 
 /** A service as the API shows it: never the upstream password or injected credential. */
 export type ServiceView =
-  | { fqn: string; protocol: 'postgres'; upstream: Omit<Extract<ServiceConfig, { protocol: 'postgres' }>['upstream'], 'password'>; source: Source }
+  | {
+      fqn: string;
+      protocol: ServiceConfig['protocol'];
+      /** The keys as in sempipe.yaml. */
+      upstream: Omit<ServiceConfig['upstream'], 'password' | 'tlsNegotiation'> & { tls_negotiation: UpstreamTlsNegotiation };
+      source: Source;
+    }
   | { fqn: string; protocol: 'http'; upstream: HttpUpstreamView; source: Source };
 
 /** A binding as the API shows it: client users, never passwords or verifiers. */
 export interface BindingView {
   fqn: string;
   service: string;
-  listen: string;
-  /** PostgreSQL bindings only. */
+  /** As the file writes it: one address as a string, several as a list ("host:port", "unix:PATH"). */
+  listen: string | string[];
+  /** PostgreSQL and MySQL bindings only. */
   database?: string;
-  auth: ClientAuthMethod | 'bearer';
-  /** Client users (PostgreSQL) or client names (HTTP). */
+  auth: AnyBindingConfig['auth'];
+  /** Client users (PostgreSQL, MySQL) or client names (HTTP). */
   users: string[];
   tls?: { required: boolean };
   source: Source;
@@ -123,9 +130,9 @@ export interface Catalog {
 
   listServices(): ServiceView[];
   getService(fqn: string): ServiceView;
-  createService(service: ServiceConfig): ServiceView;
+  createService(service: AnyServiceConfig): ServiceView;
   /** Replaces an API service; an absent upstream password keeps the current one. */
-  updateService(fqn: string, service: ServiceConfig): ServiceView;
+  updateService(fqn: string, service: AnyServiceConfig): ServiceView;
   deleteService(fqn: string): void;
   rotateService(fqn: string, password: string): void;
   /** Replaces the credential an HTTP service injects upstream; the next request carries it. */
@@ -177,7 +184,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
   const refuseFileDefined = (fqn: string): void => {
     if (fileOwns(fqn)) throw new CatalogError('conflict', `${fqn} is defined in the config file`);
   };
-  const apiService = (fqn: string): ServiceConfig => {
+  const apiService = (fqn: string): AnyServiceConfig => {
     checkFqn(fqn, 'service');
     refuseFileDefined(fqn);
     const s = store.services().find((x) => x.fqn === fqn);
@@ -255,7 +262,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     updateService(fqn, service) {
       const current = apiService(fqn);
       if (service.fqn !== fqn) throw new CatalogError('invalid', `the body names ${service.fqn}, the path ${fqn}`, 'fqn');
-      let next: ServiceConfig = service;
+      let next: AnyServiceConfig = service;
       if (service.protocol === 'postgres' && current.protocol === 'postgres') {
         const password = service.upstream.password ?? current.upstream.password;
         next = { ...service, upstream: { ...service.upstream, ...(password !== undefined && { password }) } };
@@ -309,7 +316,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       if (service === undefined) throw new CatalogError('invalid', `unknown service "${input.service}"`, 'service');
       if ((service.protocol === 'http') !== (input.auth === 'bearer')) {
         const reason = service.protocol === 'http' ? 'needs auth "bearer"' : 'cannot use auth "bearer" (it is for http services)';
-        throw new CatalogError('invalid', `${input.service} is ${service.protocol === 'http' ? 'an http' : 'a PostgreSQL'} service: the binding ${reason}`, 'auth');
+        throw new CatalogError('invalid', `${input.service} is ${service.protocol === 'http' ? 'an http' : `a ${service.protocol}`} service: the binding ${reason}`, 'auth');
       }
       if (input.auth === 'bearer') {
         const credentials = issueToken({
@@ -418,7 +425,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
     source.set(s.fqn, 'api');
   }
   const listeners = new Map<string, string>([[formatHostPort(file.admin.listen), 'the admin listener']]);
-  for (const b of bindings) listeners.set(formatHostPort(b.listen), `${b.fqn} (config file)`);
+  for (const b of bindings) for (const a of b.listen) listeners.set(formatListenAddress(a), `${b.fqn} (config file)`);
   const serviceNames = new Set(services.map((s) => s.fqn));
   for (const b of [...store.bindings(), ...store.httpBindings()]) {
     if (source.has(b.fqn)) continue;
@@ -445,18 +452,18 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
   return { config: { ...structuredClone(file), services, bindings, policies }, suspended, source };
 }
 
-function storedToConfig(b: StoredBinding | StoredHttpBinding): BindingConfig {
+function storedToConfig(b: StoredBinding | StoredHttpBinding): AnyBindingConfig {
   if (!('tokenSha256' in b)) return toBindingConfig(b);
-  const { client, tokenSha256, ...rest } = b;
-  const config: HttpBindingConfig = { ...rest, clients: [{ name: client, tokenSha256 }] };
+  const { client, tokenSha256, listen, ...rest } = b;
+  const config: HttpBindingConfig = { ...rest, protocol: 'http', listen: [listen], clients: [{ name: client, tokenSha256 }] };
   return config;
 }
 
-function toBindingConfig(b: StoredBinding): PgBindingConfig {
+function toBindingConfig(b: StoredBinding): BindingConfig {
   return {
     fqn: b.fqn,
     service: b.service,
-    listen: b.listen,
+    listen: [b.listen],
     database: b.database,
     auth: b.auth,
     allowPasswordWithoutTls: b.allowPasswordWithoutTls,
@@ -468,11 +475,11 @@ function toBindingConfig(b: StoredBinding): PgBindingConfig {
 function listenerOwner(config: SempipeConfig, listen: HostPort): string | undefined {
   const address = formatHostPort(listen);
   if (formatHostPort(config.admin.listen) === address) return 'the admin listener';
-  return config.bindings.find((b) => formatHostPort(b.listen) === address)?.fqn;
+  return config.bindings.find((b) => b.listen.some((a) => formatListenAddress(a) === address))?.fqn;
 }
 
 function usedPorts(config: SempipeConfig): Set<number> {
-  return new Set([config.admin.listen.port, ...config.bindings.map((b) => b.listen.port)]);
+  return new Set([config.admin.listen.port, ...config.bindings.flatMap((b) => b.listen.flatMap((a) => (isUnixSocket(a) ? [] : [a.port])))]);
 }
 
 /** A port the OS says is free on `host` and that no configured listener names. */
@@ -498,7 +505,7 @@ function connectionUri(b: StoredBinding, password: string): string {
   return `postgres://${encodeURIComponent(b.user)}:${encodeURIComponent(password)}@${hostPort}/${encodeURIComponent(b.database)}${query}`;
 }
 
-function serviceView(s: ServiceConfig, source: Source): ServiceView {
+function serviceView(s: AnyServiceConfig, source: Source): ServiceView {
   if (s.protocol === 'http') {
     const { url, headers, basic, bearer, ca, timeoutMs, bodyTimeoutMs, connections } = s.upstream;
     const upstream: HttpUpstreamView = {
@@ -513,16 +520,16 @@ function serviceView(s: ServiceConfig, source: Source): ServiceView {
     };
     return { fqn: s.fqn, protocol: 'http', upstream, source };
   }
-  const { password: _password, ...upstream } = s.upstream;
-  return { fqn: s.fqn, protocol: s.protocol, upstream, source };
+  const { password: _password, tlsNegotiation, ...upstream } = s.upstream;
+  return { fqn: s.fqn, protocol: s.protocol, upstream: { ...upstream, tls_negotiation: tlsNegotiation ?? 'postgres' }, source };
 }
 
-function bindingView(b: BindingConfig, source: Source): BindingView {
-  if (b.auth === 'bearer') {
+function bindingView(b: AnyBindingConfig, source: Source): BindingView {
+  if (b.protocol === 'http') {
     return {
       fqn: b.fqn,
       service: b.service,
-      listen: formatHostPort(b.listen),
+      listen: b.listen.length === 1 ? formatListenAddress(b.listen[0]!) : b.listen.map(formatListenAddress),
       auth: b.auth,
       users: b.clients.map((c) => c.name),
       ...(b.tls !== undefined && { tls: { required: true } }),
@@ -533,7 +540,7 @@ function bindingView(b: BindingConfig, source: Source): BindingView {
   return {
     fqn: b.fqn,
     service: b.service,
-    listen: formatHostPort(b.listen),
+    listen: b.listen.length === 1 ? formatListenAddress(b.listen[0]!) : b.listen.map(formatListenAddress),
     database: b.database,
     auth: b.auth,
     users: b.clients.map((c) => c.user),
@@ -555,7 +562,14 @@ function policyView(p: PolicyDocument, source: Source): PolicyView {
     fqn: p.fqn,
     realm: p.realm,
     ...(p.allow !== undefined && { allow: p.allow }),
-    deny: p.deny,
+    deny: {
+      classes: p.deny.classes,
+      functions: p.deny.functions,
+      tables: p.deny.tables,
+      methods: p.deny.methods,
+      paths: p.deny.paths,
+      ...(p.deny.replicationCommands !== undefined && { replication_commands: p.deny.replicationCommands }),
+    },
     read_only: p.readOnly,
     side_effect_functions: p.sideEffectFunctions,
     limits,

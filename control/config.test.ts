@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, formatHostPort, loadConfig, parseConfig, type PgServiceConfig, type SempipeConfig } from './config.js';
+import { ConfigError, formatHostPort, loadConfig, parseConfig, type ServiceConfig, type SempipeConfig } from './config.js';
 
 /** A real SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802 key derivation). */
 function scramVerifier(password: string, iterations = 4096): string {
@@ -96,6 +96,7 @@ limits:                             # optional, all have defaults
   max_message_size: 64MiB           # default 64MiB; bytes as a number or "512KiB"/"64MiB"/"1GiB"/"100kB"
   auth_timeout: 10s                 # default 10s; durations as "500ms", "10s", "2m", or a number of seconds
   connect_timeout: 10s              # default 10s (upstream connect + auth)
+  cancel_grace: 500ms               # default 500ms; a statement a limit cancelled must be answered within this, else FATAL 08006
   drain_timeout: 30s                # default 30s (SIGTERM drain)
   upstream_idle_timeout: 60s        # default 60s; a reset upstream connection waits this long for the next session (0: no reuse)
   upstream_idle_max: 20             # default 20 idle upstream connections per worker, server, role and startup parameters
@@ -133,7 +134,7 @@ bindings:
       file,
       admin: { listen: { host: '127.0.0.1', port: 9187 }, token: 'admin-token-1' },
       workers: 2,
-      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 },
+      limits: { maxMessageSize: 64 * 1024 * 1024, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000, maxPendingAuth: 2048 },
       audit: { enabled: true, maxStatementLength: 2048, destination: 'stdout' },
       services: [
         {
@@ -146,6 +147,7 @@ bindings:
             user: 'upstream_owner',
             password: 'upstream-secret',
             tls: 'prefer',
+            tlsNegotiation: 'postgres',
             ca: join(dir, 'ca.crt'),
           },
         },
@@ -154,7 +156,7 @@ bindings:
         {
           fqn: 'binding::/prod/billing::api-orders',
           service: 'service::/prod::orders',
-          listen: { host: '127.0.0.1', port: 6432 },
+          listen: [{ host: '127.0.0.1', port: 6432 }],
           database: 'orders',
           auth: 'scram-sha-256',
           allowPasswordWithoutTls: false,
@@ -172,18 +174,31 @@ bindings:
     const config = parseConfig(edit({}), file, {});
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 } });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000 });
+    expect(config.limits).toEqual({ maxMessageSize: 67_108_864, authTimeoutMs: 10_000, connectTimeoutMs: 10_000, cancelGraceMs: 500, drainTimeoutMs: 30_000, upstreamIdleTimeoutMs: 60_000, upstreamIdleMax: 20, upstreamCheckDelayMs: 30_000, maxPendingAuth: 2048 });
     expect(config.audit).toEqual({ enabled: true, maxStatementLength: 2048, destination: 'stdout' });
-    expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer' });
+    expect(config.services[0]!.upstream).toEqual({ host: '127.0.0.1', port: 5432, database: 'appdb', user: 'owner', tls: 'prefer', tlsNegotiation: 'postgres' });
     expect(config.bindings[0]).toEqual({
       fqn: 'binding::/prod/billing::api-orders',
       service: 'service::/prod::orders',
-      listen: { host: '127.0.0.1', port: 6432 },
+      listen: [{ host: '127.0.0.1', port: 6432 }],
       database: 'appdb',
       auth: 'scram-sha-256',
       allowPasswordWithoutTls: false,
       clients: [{ user: 'api', password: 'api-secret' }],
     });
+  });
+
+  it('reads Unix socket addresses beside TCP ones, relative paths against the config file, mode and group', () => {
+    const text = edit({ 12: '    listen: [127.0.0.1:6432, "unix:run/.s.PGSQL.6432", "unix:/tmp/other/.s.PGSQL.7000"]' }, '    unix_socket_mode: 0770', '    unix_socket_group: sempipe');
+    const config = parseConfig(text, file, {});
+    expect(config.bindings[0]).toMatchObject({
+      listen: [{ host: '127.0.0.1', port: 6432 }, { path: join(dir, 'run/.s.PGSQL.6432') }, { path: '/tmp/other/.s.PGSQL.7000' }],
+      unixSocket: { mode: 0o770, group: 'sempipe' },
+    });
+    const quoted = parseConfig(edit({ 12: '    listen: "unix:/tmp/s/.s.PGSQL.6432"' }, '    unix_socket_mode: "0660"', '    unix_socket_group: 1234'), file, {});
+    expect(quoted.bindings[0]).toMatchObject({ listen: [{ path: '/tmp/s/.s.PGSQL.6432' }], unixSocket: { mode: 0o660, group: '1234' } });
+    // Defaults: PostgreSQL's 0777 (authentication still applies), the process's group.
+    expect(parseConfig(edit({ 12: '    listen: unix:/tmp/s/.s.PGSQL.6432' }), file, {}).bindings[0]!.unixSocket).toEqual({ mode: 0o777 });
   });
 
   it('reads other units, file destinations, verifiers, IPv6 listeners and values from the environment', () => {
@@ -199,10 +214,12 @@ bindings:
       '  max_message_size: 100kB',
       '  auth_timeout: 500ms',
       '  connect_timeout: 2',
+      '  cancel_grace: 250ms',
       '  drain_timeout: 0',
       '  upstream_idle_timeout: 2m',
       '  upstream_idle_max: 0',
       '  upstream_check_delay: 0',
+      '  max_pending_auth: "${PENDING}"',
       'audit:',
       '  enabled: false',
       '  max_statement_length: "${AUDIT_LEN}"',
@@ -217,21 +234,28 @@ bindings:
       TLS_REQUIRED: 'true',
       AUDIT_LEN: '100',
       TOKEN: 'abc',
+      PENDING: '0',
     });
-    expect((config.services[0] as PgServiceConfig).upstream.port).toBe(5433);
-    expect(config.bindings[0]!.listen).toEqual({ host: '::1', port: 6432 });
+    expect((config.services[0] as ServiceConfig).upstream.port).toBe(5433);
+    expect(config.bindings[0]!.listen).toEqual([{ host: '::1', port: 6432 }]);
     expect(config.bindings[0]!.clients).toEqual([{ user: 'api', verifier }]);
     // localhost:6432 and [::1]:6432 are compared literally, so they do not conflict.
     expect(config.bindings[1]).toMatchObject({
-      listen: { host: 'localhost', port: 6432 },
+      listen: [{ host: 'localhost', port: 6432 }],
       auth: 'md5',
       database: 'eu-orders',
       tls: { cert: join(dir, 'server.crt'), key: join(dir, 'server.key'), required: true },
     });
     expect('workers' in config).toBe(false);
-    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0, upstreamCheckDelayMs: 0 });
+    expect(config.limits).toEqual({ maxMessageSize: 100_000, authTimeoutMs: 500, connectTimeoutMs: 2000, cancelGraceMs: 250, drainTimeoutMs: 0, upstreamIdleTimeoutMs: 120_000, upstreamIdleMax: 0, upstreamCheckDelayMs: 0, maxPendingAuth: 0 });
     expect(config.audit).toEqual({ enabled: false, maxStatementLength: 100, destination: join(dir, 'logs/audit.jsonl') });
     expect(config.admin).toEqual({ listen: { host: '127.0.0.1', port: 9187 }, token: 'pre-abc-${NOT_A_VAR}' });
+  });
+
+  it('reads auth.salt_secret, from the environment too; absent, the config has none (the primary fills it in)', () => {
+    const secret = 'x'.repeat(31) + 'y';
+    expect(parseConfig(edit({}, 'auth:', '  salt_secret: "${SALT}"'), file, { SALT: secret }).saltSecret).toBe(secret);
+    expect('saltSecret' in parseConfig(edit({}), file, {})).toBe(false);
   });
 
   it('follows YAML aliases, substituting ${VAR} once in the anchored value', () => {
@@ -311,7 +335,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
       [{ 4: '    upstream:', 5: '', 6: '', 7: '', 8: '' }, 4, 'services[0].upstream', 'expected a mapping, got an empty value'],
       [{ 6: '      port: [5432]' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535'],
       [{ 6: '      port: 70000' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535, got 70000'],
-      [{ 3: '    protocol: mysql' }, 3, 'services[0].protocol', 'expected "postgres" | "http", got "mysql"'],
+      [{ 3: '    protocol: oracle' }, 3, 'services[0].protocol', 'expected "postgres" | "mysql" | "http", got "oracle"'],
       [{ 5: '      host: 127' }, 5, 'services[0].upstream.host', 'expected a string, got a number (quote the value to make it a string)'],
       [{ 5: '      host: ""' }, 5, 'services[0].upstream.host', 'must not be empty'],
     ])('%j', (replacements, line, path, reason) => {
@@ -327,6 +351,10 @@ describe('a bad file is refused with file, line, path and reason', () => {
       ['limits: { drain_timeout: true }', 'limits.drain_timeout', 'expected a duration such as "500ms", "10s", "2m" or a number of seconds'],
       ['limits: { max_message_size: 64KB }', 'limits.max_message_size', 'invalid size "64KB": unknown unit "KB" (ambiguous: write kB/MB/GB for powers of 1000 or KiB/MiB/GiB for powers of 1024)'],
       ['limits: { max_message_size: 0 }', 'limits.max_message_size', 'must be more than 0 bytes'],
+      ['limits: { max_pending_auth: -1 }', 'limits.max_pending_auth', 'expected a whole number 0..10000000, got -1'],
+      ['limits: { max_pending_auth: lots }', 'limits.max_pending_auth', 'expected a whole number 0..10000000, got "lots"'],
+      ['auth: { salt_secret: short }', 'auth.salt_secret', 'must be at least 32 characters (e.g. the output of `openssl rand -base64 32`)'],
+      ['auth: { mock_secret: abc }', 'auth', 'unknown key "mock_secret"'],
       ['audit: { enabled: yes }', 'audit.enabled', 'expected true or false'],
       ['audit: { max_statement_length: -1 }', 'audit.max_statement_length', 'expected a whole number 1..1000000, got -1'],
       ['admin: { token: "" }', 'admin.token', 'must not be empty'],
@@ -388,6 +416,16 @@ describe('a bad file is refused with file, line, path and reason', () => {
 
     it('a binding on the admin address', () => {
       expectRefused(edit({}, 'admin:', '  listen: 127.0.0.1:6432'), 12, 'bindings[0].listen', 'address 127.0.0.1:6432 is already used by admin.listen, line 17');
+    });
+
+    it('two bindings on one socket file, one of them written relative to the config file', () => {
+      const second = SECOND_BINDING.map((line) => line.replace('127.0.0.1:6433', `[127.0.0.1:6433, "unix:${dir}/run/.s.PGSQL.6432"]`));
+      const text = edit({ 12: '    listen: unix:run/.s.PGSQL.6432' }, ...second);
+      expectRefused(text, 18, 'bindings[1].listen[1]', `address unix:${dir}/run/.s.PGSQL.6432 is already used by bindings[0].listen, line 12`);
+    });
+
+    it('a binding listing one address twice', () => {
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, 127.0.0.1:6432]' }), 12, 'bindings[0].listen[1]', 'address 127.0.0.1:6432 is already used by bindings[0].listen[0], line 12');
     });
 
     it('a binding on the default admin address', () => {
@@ -477,16 +515,21 @@ describe('a bad file is refused with file, line, path and reason', () => {
     });
 
     it('cleartext password auth on a binding without TLS', () => {
-      expectRefused(edit({}, '    auth: password'), 16, 'bindings[0].auth', 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true)');
+      const reason = 'cleartext "password" auth needs tls: on the binding (or allow_password_without_tls: true, or Unix-socket addresses only)';
+      expectRefused(edit({}, '    auth: password'), 16, 'bindings[0].auth', reason);
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, "unix:/tmp/s/.s.PGSQL.6432"]' }, '    auth: password'), 16, 'bindings[0].auth', reason);
+      // Only local connections: no password crosses a network.
+      expect(parseConfig(edit({ 12: '    listen: "unix:/tmp/s/.s.PGSQL.6432"' }, '    auth: password'), file, {}).bindings[0]!.auth).toBe('password');
     });
 
     it('auth method not in the enum', () => {
-      expectRefused(edit({}, '    auth: trust'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password" | "bearer", got "trust"');
+      expectRefused(edit({}, '    auth: trust'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password", got "trust"');
+      expectRefused(edit({}, '    auth: bearer'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password", got "bearer"');
     });
   });
 
   describe('listen address', () => {
-    const shape = 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432")';
+    const shape = 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432") or "unix:PATH" (a socket file)';
     it.each([
       ['127.0.0.1', `${shape}, got "127.0.0.1"`],
       ['127.0.0.1:0', `${shape}, got "127.0.0.1:0"`],
@@ -495,13 +538,42 @@ describe('a bad file is refused with file, line, path and reason', () => {
       ['":6432"', `${shape}, got ":6432"`],
       ['"::1:6432"', `${shape}, got "::1:6432"`],
       ['"[::1]"', `${shape}, got "[::1]"`],
-      ['6432', 'expected a string, got a number (quote the value to make it a string)'],
+      ['6432', `${shape}, or a list of them`],
+      ['"unix:"', `${shape}, got "unix:"`],
+      ['[]', 'a binding needs at least one listen address'],
     ])('%s', (listen, reason) => {
       expectRefused(edit({ 12: `    listen: ${listen}` }), 12, 'bindings[0].listen', reason);
     });
 
-    it('on the admin listener', () => {
-      expectRefused(edit({}, 'admin: { listen: "localhost" }'), 16, 'admin.listen', `${shape}, got "localhost"`);
+    it('an item of a list, by its index', () => {
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, "unix:"]' }), 12, 'bindings[0].listen[1]', `${shape}, got "unix:"`);
+      expectRefused(edit({ 12: '    listen: [127.0.0.1:6432, 6433]' }), 12, 'bindings[0].listen[1]', `${shape}; got a number (quote the value to make it a string)`);
+    });
+
+    it('on the admin listener, which takes no socket file', () => {
+      expectRefused(edit({}, 'admin: { listen: "localhost" }'), 16, 'admin.listen', 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432"), got "localhost"');
+      expectRefused(edit({}, 'admin: { listen: "unix:/tmp/admin.sock" }'), 16, 'admin.listen', 'expected "host:port" with port 1..65535 (IPv6 as "[::1]:6432"), got "unix:/tmp/admin.sock"');
+    });
+
+    it('a socket path longer than the system allows', () => {
+      const long = `/tmp/${'d'.repeat(90)}/.s.PGSQL.6432`;
+      expectRefused(edit({ 12: `    listen: "unix:${long}"` }), 12, 'bindings[0].listen', `the socket path ${long} is ${Buffer.byteLength(long)} bytes; the system allows at most 107`);
+    });
+  });
+
+  describe('Unix socket options', () => {
+    it.each([
+      ['unix_socket_mode: 0888', 'bindings[0].unix_socket_mode', 'expected an octal mode 0000..0777 such as "0770", got 888'],
+      ['unix_socket_mode: "01777"', 'bindings[0].unix_socket_mode', 'expected an octal mode 0000..0777 (no setuid, setgid or sticky bits), got "01777"'],
+      ['unix_socket_mode: rwx', 'bindings[0].unix_socket_mode', 'expected an octal mode 0000..0777 such as "0770", got "rwx"'],
+      ['unix_socket_group: "a b"', 'bindings[0].unix_socket_group', 'expected a group name or a numeric group id, got "a b"'],
+    ])('%s', (line, path, reason) => {
+      expectRefused(edit({ 12: '    listen: unix:/tmp/s/.s.PGSQL.6432' }, `    ${line}`), 16, path, reason);
+    });
+
+    it('refused on a binding without a socket file, where they would do nothing', () => {
+      expectRefused(edit({}, '    unix_socket_mode: "0770"'), 16, 'bindings[0].unix_socket_mode', 'unix_socket_mode applies to "unix:PATH" listen addresses; this binding has none');
+      expectRefused(edit({}, '    unix_socket_group: sempipe'), 16, 'bindings[0].unix_socket_group', 'unix_socket_group applies to "unix:PATH" listen addresses; this binding has none');
     });
   });
 
@@ -516,6 +588,19 @@ describe('a bad file is refused with file, line, path and reason', () => {
 
     it('ca file that does not exist', () => {
       expectRefused(edit({ 6: '      tls: verify-full\n      ca: certs/ca.crt' }), 7, 'services[0].upstream.ca', `file not found: ${join(dir, 'certs/ca.crt')}`);
+    });
+
+    it('tls_negotiation not in the enum', () => {
+      expectRefused(edit({ 6: '      tls: require\n      tls_negotiation: alpn' }), 7, 'services[0].upstream.tls_negotiation', 'expected "postgres" | "direct", got "alpn"');
+    });
+
+    it('direct TLS negotiation with a mode that could fall back to plaintext', () => {
+      expectRefused(edit({ 6: '      tls: prefer\n      tls_negotiation: direct' }), 7, 'services[0].upstream.tls_negotiation', 'tls_negotiation "direct" needs tls: require or verify-full (got "prefer")');
+    });
+
+    it('direct TLS negotiation with tls: require is taken; postgres is the default', () => {
+      expect((parseConfig(edit({ 6: '      tls: require\n      tls_negotiation: direct' }), file, {}).services[0] as ServiceConfig).upstream.tlsNegotiation).toBe('direct');
+      expect((parseConfig(edit({}), file, {}).services[0] as ServiceConfig).upstream.tlsNegotiation).toBe('postgres');
     });
   });
 

@@ -13,30 +13,44 @@ import type { z } from 'zod';
 import type { PolicyDocument } from './policy/policy-schema.js';
 import {
   configSchema,
+  DEFAULT_UNIX_SOCKET_MODE,
   formatHostPort,
+  formatListenAddress,
+  isUnixSocket,
   limitsSchema,
   type CLIENT_AUTH_METHODS,
   type HostPort,
+  type ListenAddress,
   type RawConfig,
+  type UnixSocketAddress,
   type UPSTREAM_TLS_MODES,
+  type UPSTREAM_TLS_NEGOTIATIONS,
 } from './config-schema.js';
 import { normalizeHttpBinding, normalizeHttpService, type HttpBindingConfig, type HttpServiceConfig } from '../protocols/http/config-schema.js';
 
-export { formatHostPort, type HostPort, type HttpBindingConfig, type HttpServiceConfig };
+import type { MysqlAuthMethod } from '../protocols/mysql/config-schema.js';
+
+export { formatHostPort, formatListenAddress, isUnixSocket, type HostPort, type HttpBindingConfig, type HttpServiceConfig, type ListenAddress, type UnixSocketAddress };
+
+/** sun_path holds 108 bytes on Linux, the terminating NUL included. */
+export const MAX_UNIX_SOCKET_PATH_BYTES = 107;
 
 /** 'disable' | 'prefer' | 'require' | 'verify-full' */
 export type UpstreamTlsMode = (typeof UPSTREAM_TLS_MODES)[number];
+/** 'postgres' (SSLRequest first) | 'direct' (TLS at once, PostgreSQL 17+) */
+export type UpstreamTlsNegotiation = (typeof UPSTREAM_TLS_NEGOTIATIONS)[number];
 /** 'scram-sha-256' | 'md5' | 'password' */
 export type ClientAuthMethod = (typeof CLIENT_AUTH_METHODS)[number];
 
-/** A service of any protocol; `protocol` tells which. */
-export type ServiceConfig = PgServiceConfig | HttpServiceConfig;
-/** A binding of any protocol; `auth` tells which ("bearer": HTTP). */
-export type BindingConfig = PgBindingConfig | HttpBindingConfig;
+export type ServiceProtocol = 'postgres' | 'mysql';
 
-export interface PgServiceConfig {
+/** A service of any protocol; `protocol` tells which. */
+export type AnyServiceConfig = ServiceConfig | HttpServiceConfig;
+
+/** The SQL protocols' services share the `upstream` keys; only the port's default differs. */
+export interface ServiceConfig {
   fqn: string;
-  protocol: 'postgres';
+  protocol: ServiceProtocol;
   upstream: {
     host: string;
     port: number;
@@ -44,6 +58,8 @@ export interface PgServiceConfig {
     user: string;
     password?: string;
     tls: UpstreamTlsMode;
+    /** Absent (services stored before it existed) means 'postgres'. */
+    tlsNegotiation?: UpstreamTlsNegotiation;
     /** Absolute path. */
     ca?: string;
   };
@@ -62,16 +78,44 @@ export interface BindingTls {
   required: boolean;
 }
 
-export interface PgBindingConfig {
+export interface UnixSocketOptions {
+  /** Permission bits, e.g. 0o777 (the default, as PostgreSQL's unix_socket_permissions). */
+  mode: number;
+  /** Group name or numeric id; absent: the process's group. */
+  group?: string;
+}
+
+/** A PostgreSQL binding (`protocol` is absent where bindings were PostgreSQL's only, e.g. the state store). */
+export interface BindingConfig {
+  protocol?: 'postgres';
   fqn: string;
   service: string;
-  listen: HostPort;
+  /** TCP addresses and Unix socket files (absolute paths), in the file's order; at least one. */
+  listen: ListenAddress[];
+  /** Mode and group of the binding's Unix socket files; present when it has one. */
+  unixSocket?: UnixSocketOptions;
   database: string;
   auth: ClientAuthMethod;
   allowPasswordWithoutTls: boolean;
   clients: ClientCredential[];
   tls?: BindingTls;
 }
+
+export interface MysqlBindingConfig {
+  protocol: 'mysql';
+  fqn: string;
+  service: string;
+  listen: ListenAddress[];
+  unixSocket?: UnixSocketOptions;
+  database: string;
+  auth: MysqlAuthMethod;
+  /** Each with its password (MySQL's challenges need it, or a hash derived from it). */
+  clients: ClientCredential[];
+  tls?: BindingTls;
+}
+
+/** A binding of any protocol; `protocol` tells which (absent: PostgreSQL). */
+export type AnyBindingConfig = BindingConfig | MysqlBindingConfig | HttpBindingConfig;
 
 export interface SempipeConfig {
   /** Absolute path of the file it came from. */
@@ -83,6 +127,8 @@ export interface SempipeConfig {
     maxMessageSize: number;
     authTimeoutMs: number;
     connectTimeoutMs: number;
+    /** How long the server has to answer a statement a limit cancelled before the session ends with FATAL 08006. */
+    cancelGraceMs: number;
     drainTimeoutMs: number;
     /** How long a reset upstream connection waits for the next session before it is closed; 0: no reuse. */
     upstreamIdleTimeoutMs: number;
@@ -90,15 +136,23 @@ export interface SempipeConfig {
     upstreamIdleMax: number;
     /** An idle upstream connection that waited longer is checked with an empty query before reuse; 0: always. */
     upstreamCheckDelayMs: number;
+    /** Connections not yet authenticated that one process holds at most; past it new ones are refused at once. 0: no cap. */
+    maxPendingAuth: number;
   };
   /** destination: 'stdout' | 'stderr' | an absolute path. */
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
-  services: ServiceConfig[];
-  bindings: BindingConfig[];
+  services: AnyServiceConfig[];
+  bindings: AnyBindingConfig[];
   /** Policies of the file, validated and normalized (see control/policy/policy-schema.ts). */
   policies: PolicyDocument[];
   /** Absolute path of the state directory (`state_dir`, default ./sempipe-data beside the file). */
   stateDir: string;
+  /**
+   * The secret the SCRAM salts sempipe makes up derive from (protocols/postgres/auth/scram-mock.ts):
+   * `auth.salt_secret`, else filled in by the primary from the state directory's key file, or sent
+   * by the control plane to its data planes. One for all workers and across restarts.
+   */
+  saltSecret?: string;
   /**
    * `serve_bindings`: the realm of bindings this process's workers listen for, or 'none' for a pure
    * control plane whose bindings remote data planes serve. Absent: every binding.
@@ -173,6 +227,7 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   } catch (err) {
     throw new ConfigError(file, undefined, '', (err as Error).message);
   }
+  inferBindingProtocols(data);
   const parsed = configSchema.safeParse(data);
   if (!parsed.success) return refuse(parsed.error.issues.flatMap((issue) => describeIssue(issue, data)));
   const raw = parsed.data;
@@ -180,11 +235,29 @@ export function parseConfig(text: string, file: string, env: NodeJS.ProcessEnv =
   const baseDir = dirname(resolve(file));
   const where = (path: Path): string =>
     valueAt(data, path) === undefined ? `${formatPath(path)} (default)` : `${formatPath(path)}, line ${lineOf(doc, lineAt, path) ?? '?'}`;
-  const crossProblems = checkAcrossResources(raw, where);
+  const crossProblems = checkAcrossResources(raw, baseDir, where, (path) => Array.isArray(valueAt(data, path)));
   if (crossProblems.length > 0) refuse(crossProblems);
   const fileProblems = checkFiles(raw, baseDir);
   if (fileProblems.length > 0) refuse(fileProblems);
   return normalize(raw, resolve(file), baseDir);
+}
+
+/**
+ * A binding's `protocol` is its service's, so that the binding is validated against that protocol's
+ * keys; a binding of an unknown service is checked as PostgreSQL's and then refused by name.
+ */
+function inferBindingProtocols(data: unknown): void {
+  const root = data as { services?: unknown; bindings?: unknown } | null;
+  if (root === null || typeof root !== 'object' || !Array.isArray(root.bindings)) return;
+  const protocols = new Map<unknown, unknown>();
+  if (Array.isArray(root.services)) {
+    for (const s of root.services as unknown[]) if (s !== null && typeof s === 'object') protocols.set((s as Record<string, unknown>).fqn, (s as Record<string, unknown>).protocol);
+  }
+  for (const b of root.bindings as unknown[]) {
+    if (b === null || typeof b !== 'object' || Array.isArray(b)) continue;
+    const binding = b as Record<string, unknown>;
+    if (binding.protocol === undefined) binding.protocol = protocols.get(binding.service) ?? 'postgres';
+  }
 }
 
 // ${NAME} is replaced by env.NAME; $${NAME} stays as the literal text ${NAME}; any other "${" is an
@@ -285,12 +358,8 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown): Problem[] {
       return [{ path, reason: `expected ${EXPECTED[issue.expected] ?? issue.expected}, got ${describeValue(value)}${quoteHint}` }];
     }
     case 'invalid_union':
-      // The protocol unions (services by `protocol:`, bindings by `auth:`) name their valid keys.
-      // zod adds `options` (the discriminator's values) to the issue without typing it.
-      const { options } = issue as { options?: unknown };
-      if (Array.isArray(options)) {
-        const valid = options.filter((o): o is string => typeof o === 'string');
-        return [{ path, reason: `expected ${valid.map((o) => JSON.stringify(o)).join(' | ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}` }];
+      if (issue.discriminator !== undefined && 'options' in issue && issue.options !== undefined) {
+        return [{ path, reason: `expected ${issue.options.map((v) => JSON.stringify(v)).join(' | ')}, got ${typeof value === 'string' ? JSON.stringify(value) : describeValue(value)}` }];
       }
       return [{ path, reason: issue.message }];
     case 'invalid_value':
@@ -301,7 +370,7 @@ function describeIssue(issue: z.core.$ZodIssue, data: unknown): Problem[] {
 }
 
 /** References between resources, listener conflicts and duplicate FQNs; `where` names an earlier definition. */
-function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Problem[] {
+function checkAcrossResources(raw: RawConfig, baseDir: string, where: (path: Path) => string, isList: (path: Path) => boolean): Problem[] {
   const problems: Problem[] = [];
   const fqns = new Map<string, Path>();
   const claimFqn = (fqn: string, path: Path): void => {
@@ -310,21 +379,23 @@ function checkAcrossResources(raw: RawConfig, where: (path: Path) => string): Pr
     else fqns.set(fqn, path);
   };
   raw.services.forEach((s, i) => claimFqn(s.fqn, ['services', i, 'fqn']));
-  const protocols = new Map(raw.services.map((s) => [s.fqn, s.protocol]));
+  const services = new Set(raw.services.map((s) => s.fqn));
   const listeners = new Map<string, Path>([[formatHostPort(raw.admin.listen), ['admin', 'listen']]]);
   raw.policies.forEach((p, i) => claimFqn(p.fqn, ['policies', i, 'fqn']));
   raw.bindings.forEach((b, i) => {
     claimFqn(b.fqn, ['bindings', i, 'fqn']);
-    const protocol = protocols.get(b.service);
-    if (protocol === undefined) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
-    else if ((protocol === 'http') !== (b.auth === 'bearer')) {
-      const reason = protocol === 'http' ? 'needs auth: bearer' : `cannot use auth: bearer (bearer is for http services)`;
-      problems.push({ path: ['bindings', i, 'auth'], reason: `the binding's service ${b.service} is ${protocol} and ${reason}` });
-    }
-    const address = formatHostPort(b.listen);
-    const owner = listeners.get(address);
-    if (owner !== undefined) problems.push({ path: ['bindings', i, 'listen'], reason: `address ${address} is already used by ${where(owner)}` });
-    else listeners.set(address, ['bindings', i, 'listen']);
+    if (!services.has(b.service)) problems.push({ path: ['bindings', i, 'service'], reason: `unknown service "${b.service}"` });
+    b.listen.forEach((a, j) => {
+      const path: Path = isList(['bindings', i, 'listen']) ? ['bindings', i, 'listen', j] : ['bindings', i, 'listen'];
+      const resolved = resolveListenAddress(a, baseDir);
+      const address = formatListenAddress(resolved);
+      const owner = listeners.get(address);
+      if (owner !== undefined) problems.push({ path, reason: `address ${address} is already used by ${where(owner)}` });
+      else listeners.set(address, path);
+      if (isUnixSocket(resolved) && Buffer.byteLength(resolved.path) > MAX_UNIX_SOCKET_PATH_BYTES) {
+        problems.push({ path, reason: `the socket path ${resolved.path} is ${Buffer.byteLength(resolved.path)} bytes; the system allows at most ${MAX_UNIX_SOCKET_PATH_BYTES}` });
+      }
+    });
   });
   return problems;
 }
@@ -354,15 +425,22 @@ function checkFiles(raw: RawConfig, baseDir: string): Problem[] {
   return problems;
 }
 
+/** A Unix socket path relative to the config file's directory becomes absolute; TCP addresses stay. */
+function resolveListenAddress(a: ListenAddress, baseDir: string): ListenAddress {
+  return isUnixSocket(a) ? { path: resolve(baseDir, a.path) } : a;
+}
+
 function normalizeLimits(raw: RawConfig['limits']): SempipeConfig['limits'] {
   return {
     maxMessageSize: raw.max_message_size,
     authTimeoutMs: raw.auth_timeout,
     connectTimeoutMs: raw.connect_timeout,
+    cancelGraceMs: raw.cancel_grace,
     drainTimeoutMs: raw.drain_timeout,
     upstreamIdleTimeoutMs: raw.upstream_idle_timeout,
     upstreamIdleMax: raw.upstream_idle_max,
     upstreamCheckDelayMs: raw.upstream_check_delay,
+    maxPendingAuth: raw.max_pending_auth,
   };
 }
 
@@ -371,8 +449,21 @@ export function defaultLimits(): SempipeConfig['limits'] {
   return normalizeLimits(limitsSchema.parse({}));
 }
 
+/** A binding's addresses (socket paths resolved against the file's directory) and its socket files' access. */
+function listenOf(
+  b: { listen: ListenAddress[]; unix_socket_mode?: number; unix_socket_group?: string },
+  baseDir: string,
+): { listen: ListenAddress[]; unixSocket?: UnixSocketOptions } {
+  return {
+    listen: b.listen.map((a) => resolveListenAddress(a, baseDir)),
+    ...(b.listen.some(isUnixSocket) && {
+      unixSocket: { mode: b.unix_socket_mode ?? DEFAULT_UNIX_SOCKET_MODE, ...(b.unix_socket_group !== undefined && { group: b.unix_socket_group }) },
+    }),
+  };
+}
+
 function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig {
-  const upstreamDatabase = new Map(raw.services.flatMap((s) => (s.protocol === 'postgres' ? [[s.fqn, s.upstream.database] as const] : [])));
+  const upstreamDatabase = new Map(raw.services.flatMap((s) => (s.protocol !== 'http' ? [[s.fqn, s.upstream.database] as const] : [])));
   const destination = raw.audit.destination;
   return {
     file,
@@ -384,43 +475,50 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       maxStatementLength: raw.audit.max_statement_length,
       destination: destination === 'stdout' || destination === 'stderr' ? destination : resolve(baseDir, destination),
     },
-    services: raw.services.map((s): ServiceConfig => {
-      if (s.protocol === 'http') return normalizeHttpService(s, (p) => resolve(baseDir, p));
-      return {
-        fqn: s.fqn,
-        protocol: s.protocol,
-        upstream: {
-          host: s.upstream.host,
-          port: s.upstream.port,
-          database: s.upstream.database,
-          user: s.upstream.user,
-          ...(s.upstream.password !== undefined && { password: s.upstream.password }),
-          tls: s.upstream.tls,
-          ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
-        },
-      };
-    }),
-    bindings: raw.bindings.map((b): BindingConfig => {
-      if (b.auth === 'bearer') return normalizeHttpBinding(b, (p) => resolve(baseDir, p));
-      return {
-        fqn: b.fqn,
-        service: b.service,
-        listen: b.listen,
-        database: b.database ?? upstreamDatabase.get(b.service)!,
-        auth: b.auth,
-        allowPasswordWithoutTls: b.allow_password_without_tls,
-        clients: b.clients.map((c) => ({
-          user: c.user,
-          ...(c.password !== undefined && { password: c.password }),
-          ...(c.verifier !== undefined && { verifier: c.verifier }),
-        })),
-        ...(b.tls !== undefined && {
-          tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
-        }),
-      };
+    services: raw.services.map((s): AnyServiceConfig => s.protocol === 'http' ? normalizeHttpService(s, (p) => resolve(baseDir, p)) : ({
+      fqn: s.fqn,
+      protocol: s.protocol,
+      upstream: {
+        host: s.upstream.host,
+        port: s.upstream.port,
+        database: s.upstream.database,
+        user: s.upstream.user,
+        ...(s.upstream.password !== undefined && { password: s.upstream.password }),
+        tls: s.upstream.tls,
+        ...('tls_negotiation' in s.upstream && { tlsNegotiation: s.upstream.tls_negotiation }),
+        ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
+      },
+    })),
+    bindings: raw.bindings.map((b): AnyBindingConfig => b.protocol === 'http' ? normalizeHttpBinding(b, listenOf(b, baseDir), (p) => resolve(baseDir, p)) : b.protocol === 'mysql' ? {
+      protocol: 'mysql',
+      fqn: b.fqn,
+      service: b.service,
+      ...listenOf(b, baseDir),
+      database: b.database ?? upstreamDatabase.get(b.service)!,
+      auth: b.auth,
+      clients: b.clients.map((c) => ({ user: c.user, password: c.password })),
+      ...(b.tls !== undefined && {
+        tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
+      }),
+    } : {
+      fqn: b.fqn,
+      service: b.service,
+      ...listenOf(b, baseDir),
+      database: b.database ?? upstreamDatabase.get(b.service)!,
+      auth: b.auth,
+      allowPasswordWithoutTls: b.allow_password_without_tls,
+      clients: b.clients.map((c) => ({
+        user: c.user,
+        ...(c.password !== undefined && { password: c.password }),
+        ...(c.verifier !== undefined && { verifier: c.verifier }),
+      })),
+      ...(b.tls !== undefined && {
+        tls: { cert: resolve(baseDir, b.tls.cert), key: resolve(baseDir, b.tls.key), required: b.tls.required },
+      }),
     }),
     policies: raw.policies,
     stateDir: resolve(baseDir, raw.state_dir),
+    ...(raw.auth.salt_secret !== undefined && { saltSecret: raw.auth.salt_secret }),
     ...(raw.serve_bindings !== undefined && { serveBindings: raw.serve_bindings }),
   };
 }

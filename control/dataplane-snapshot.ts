@@ -1,19 +1,21 @@
 // What a control plane hands a remote data plane (a sidecar): the bindings of a realm, the services
 // they use, every policy (applicability is decided where the session runs), and the limits and
-// audit settings. Certificate and CA files live on the control plane's disk, so their contents
-// travel inside the snapshot and the data plane writes them into its own cache directory.
+// audit settings, and the salt secret, so that every data plane derives the same SCRAM salts as the
+// control plane's own workers (an unknown user's salt must not depend on which instance answers).
+// Certificate and CA files live on the control plane's disk, so their contents travel inside the
+// snapshot and the data plane writes them into its own cache directory.
 import { readFileSync } from 'node:fs';
-import type { BindingConfig, SempipeConfig, ServiceConfig } from './config.js';
+import type { AnyBindingConfig, AnyServiceConfig, SempipeConfig } from './config.js';
 import { parseFqn, parseRealm, realmCovers } from './fqn.js';
 import type { PolicyDocument } from './policy/policy-schema.js';
 
-/** A binding of any protocol with its certificate files inlined (`required` for PostgreSQL only). */
-export type SnapshotBinding = DistributiveOmit<BindingConfig, 'tls'> & {
+/** A binding of any protocol with its certificate files inlined (`required` for PostgreSQL and MySQL only). */
+export type SnapshotBinding = DistributiveOmit<AnyBindingConfig, 'tls'> & {
   tls?: { certPem: string; keyPem: string; required?: boolean };
 };
 
-export type SnapshotService = DistributiveOmit<ServiceConfig, 'upstream'> & {
-  upstream: DistributiveOmit<ServiceConfig['upstream'], 'ca'> & { caPem?: string };
+export type SnapshotService = DistributiveOmit<AnyServiceConfig, 'upstream'> & {
+  upstream: DistributiveOmit<AnyServiceConfig['upstream'], 'ca'> & { caPem?: string };
 };
 
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
@@ -28,6 +30,7 @@ export interface DataPlaneSnapshot {
   services: SnapshotService[];
   bindings: SnapshotBinding[];
   policies: PolicyDocument[];
+  saltSecret?: string;
 }
 
 /** The part of `config` a data plane serving `realm` needs, with file contents inlined. */
@@ -49,5 +52,6 @@ export function snapshotFor(config: SempipeConfig, realmText: string, sequence: 
       ...(tls ? { tls: { certPem: readFileSync(tls.cert, 'utf8'), keyPem: readFileSync(tls.key, 'utf8'), ...('required' in tls && { required: tls.required }) } } : {}),
     })),
     policies: config.policies,
+    ...(config.saltSecret !== undefined && { saltSecret: config.saltSecret }),
   };
 }

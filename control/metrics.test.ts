@@ -1,8 +1,9 @@
 // Tests for the metrics table and registry: names, types, labels, buckets, default process
-// metrics, isolation from prom-client's global registry, and how worker registries are merged.
-import { AggregatorRegistry, register as globalRegistry } from 'prom-client';
+// metrics, isolation from prom-client's global registry, and how the workers' registries and the
+// primary's own counter are merged.
+import { register as globalRegistry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { createMetrics, localMetricsReader, METRICS_CONTENT_TYPE } from './metrics.js';
+import { createMetrics, createPrimaryMetrics, localMetricsReader, METRICS_CONTENT_TYPE, renderClusterMetrics, type Metrics, type MetricsSnapshot } from './metrics.js';
 
 describe('createMetrics', () => {
   it('declares every sempipe metric with its type and labels', async () => {
@@ -72,21 +73,35 @@ describe('createMetrics', () => {
     expect((await b.connectionsTotal.get()).values).toEqual([]);
   });
 
-  it('sums gauges and counters across worker registries the way the cluster primary merges them', async () => {
+  it('sums the workers\' snapshots, as they arrive over IPC, and the primary\'s own counter into one family each', async () => {
     const workerA = createMetrics();
     const workerB = createMetrics();
+    const primary = createPrimaryMetrics();
     workerA.connectionsActive.inc({ binding: 'b', protocol: 'postgres' }, 2);
     workerB.connectionsActive.inc({ binding: 'b', protocol: 'postgres' }, 3);
     workerA.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' }, 7);
     workerB.connectionsTotal.inc({ binding: 'b', protocol: 'postgres' }, 4);
     workerA.statements.tally('b', 'postgres', 'select').record('ok', 0.002);
     workerB.statements.tally('b', 'postgres', 'select').record('ok', 0.004);
-    const merged = AggregatorRegistry.aggregate([await workerA.registry.getMetricsAsJSON(), await workerB.registry.getMetricsAsJSON()]);
-    const text = await merged.metrics();
+    workerA.sessionsClosed.inc({ binding: 'b', reason: 'client' }, 5);
+    workerB.sessionsClosed.inc({ binding: 'b', reason: 'client' }, 1);
+    primary.sessionsClosed.inc({ binding: 'b', reason: 'worker_lost' }, 3);
+    const overIpc = async (m: Metrics): Promise<MetricsSnapshot> => JSON.parse(JSON.stringify(await m.registry.getMetricsAsJSON())) as MetricsSnapshot;
+    const text = await renderClusterMetrics([await overIpc(workerA), await overIpc(workerB)], primary);
     expect(text).toContain('sempipe_connections_active{binding="b",protocol="postgres"} 5');
     expect(text).toContain('sempipe_connections_total{binding="b",protocol="postgres"} 11');
     expect(text).toContain('sempipe_query_duration_seconds_count{binding="b",protocol="postgres",class="select"} 2');
     expect(text).toContain('sempipe_query_duration_seconds_bucket{le="0.005",binding="b",protocol="postgres",class="select"} 2');
     expect(text).toContain('sempipe_queries_total{binding="b",protocol="postgres",class="select",outcome="ok"} 2');
+    expect(text).toContain('sempipe_sessions_closed_total{binding="b",reason="client"} 6');
+    expect(text).toContain('sempipe_sessions_closed_total{binding="b",reason="worker_lost"} 3');
+    expect(text.match(/^# TYPE sempipe_sessions_closed_total counter$/gm)).toHaveLength(1);
   });
+
+  it('renders the primary\'s counter alone when no worker is up', async () => {
+    const primary = createPrimaryMetrics();
+    primary.sessionsClosed.inc({ binding: 'b', reason: 'worker_lost' });
+    expect(await renderClusterMetrics([], primary)).toContain('sempipe_sessions_closed_total{binding="b",reason="worker_lost"} 1');
+  });
+
 });

@@ -1,6 +1,8 @@
 // sempipe's Prometheus metrics: one table declaring every metric (like Envoy's
 // ALL_POSTGRES_PROXY_STATS), a registry of our own built from it, and the readers that render it
-// for /metrics, either from this process or aggregated over all node:cluster workers.
+// for /metrics, either from this process or merged from the snapshots of all workers (which the
+// primary gathers over its own IPC messages, so that a worker dying mid-scrape is simply left out)
+// and the primary's own counters.
 import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry, type Metric } from 'prom-client';
 import { StatementTallies } from './statement-tally.js';
 
@@ -25,10 +27,28 @@ const METRIC_TABLE = {
     help: 'Client connections accepted.',
     labels: ['binding', 'protocol'],
   },
+  connectionsRefused: {
+    type: 'counter',
+    name: 'sempipe_connections_refused_total',
+    help: 'Client connections closed at accept, by reason (pending_auth: limits.max_pending_auth was reached).',
+    labels: ['binding', 'reason'],
+  },
+  connectionsPendingAuth: {
+    type: 'gauge',
+    name: 'sempipe_connections_pending_auth',
+    help: 'Client connections accepted and not yet authenticated.',
+    labels: ['binding'],
+  },
   authFailures: {
     type: 'counter',
     name: 'sempipe_auth_failures_total',
     help: 'Failed client authentications, by reason.',
+    labels: ['binding', 'reason'],
+  },
+  startupRejected: {
+    type: 'counter',
+    name: 'sempipe_startup_rejected_total',
+    help: 'Connections refused before a startup packet was accepted (malformed, unsupported protocol, direct TLS refused), by reason.',
     labels: ['binding', 'reason'],
   },
   bytes: {
@@ -127,21 +147,28 @@ export function localMetricsReader(metrics: Metrics): () => Promise<string> {
   return () => metrics.registry.metrics();
 }
 
+/** One registry's samples as prom-client's getMetricsAsJSON() renders them (sent by a worker over IPC). */
+export type MetricsSnapshot = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
+
 /**
- * Worker side of cluster aggregation: answer the primary's metric requests with this registry.
- * prom-client installs its worker message listener only in the AggregatorRegistry constructor
- * (setRegistries alone does not), hence the instance that is created and dropped here.
+ * The metrics the primary counts itself: sessions of a worker that died (reason worker_lost),
+ * which no worker is left to count. The same declaration as the workers' counter, so the two
+ * merge into one sempipe_sessions_closed_total.
  */
-export function enableWorkerMetrics(metrics: Metrics): void {
-  new AggregatorRegistry();
-  AggregatorRegistry.setRegistries([metrics.registry]);
+export interface PrimaryMetrics {
+  readonly registry: Registry;
+  readonly sessionsClosed: HandleOf<'sessionsClosed'>;
+}
+
+export function createPrimaryMetrics(): PrimaryMetrics {
+  const registry = new Registry();
+  return { registry, sessionsClosed: createMetric(registry, 'sessionsClosed') as HandleOf<'sessionsClosed'> };
 }
 
 /**
- * Primary side: each call asks every connected worker for its registry and merges them by each
- * metric's aggregator (sum for all of ours). Rejects when a worker does not answer within 5 s.
+ * Renders the workers' snapshots and the primary's own registry as one text, each metric merged
+ * by its aggregator (sum for all of ours: gauges give the instance total).
  */
-export function createClusterMetricsReader(): () => Promise<string> {
-  const aggregator = new AggregatorRegistry();
-  return () => aggregator.clusterMetrics();
+export async function renderClusterMetrics(workers: readonly MetricsSnapshot[], primary: PrimaryMetrics): Promise<string> {
+  return AggregatorRegistry.aggregate([...workers, await primary.registry.getMetricsAsJSON()]).metrics();
 }

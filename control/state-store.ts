@@ -8,17 +8,19 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import type { HttpBindingConfig, PgBindingConfig, ServiceConfig } from './config.js';
+import type { AnyServiceConfig, BindingConfig, HostPort, HttpBindingConfig } from './config.js';
 
-/** A binding created through the API, with the one client sempipe issued for it. */
-export interface StoredBinding extends Omit<PgBindingConfig, 'clients'> {
+/** A binding created through the API, with the one client sempipe issued for it and its one TCP address. */
+export interface StoredBinding extends Omit<BindingConfig, 'clients' | 'listen' | 'unixSocket'> {
+  listen: HostPort;
   user: string;
   /** SCRAM-SHA-256 verifier in PostgreSQL's stored format; the password itself is never stored. */
   verifier: string;
 }
 
-/** An HTTP binding created through the API, with the one client sempipe issued a token for. */
-export interface StoredHttpBinding extends Omit<HttpBindingConfig, 'clients'> {
+/** An HTTP binding created through the API, with the one client sempipe issued a token for and its one TCP address. */
+export interface StoredHttpBinding extends Omit<HttpBindingConfig, 'protocol' | 'clients' | 'listen' | 'unixSocket'> {
+  listen: HostPort;
   client: string;
   /** SHA-256 (hex) of the issued token; the token itself is never stored. */
   tokenSha256: string;
@@ -33,12 +35,12 @@ export interface StoredPolicy {
 export type ResourceKind = 'service' | 'binding' | 'policy';
 
 export interface StateStore {
-  services(): ServiceConfig[];
+  services(): AnyServiceConfig[];
   bindings(): StoredBinding[];
   httpBindings(): StoredHttpBinding[];
   policies(): StoredPolicy[];
   /** Each mutation commits in its own transaction and returns the change sequence it was given. */
-  putService(service: ServiceConfig): number;
+  putService(service: AnyServiceConfig): number;
   putBinding(binding: StoredBinding): number;
   putHttpBinding(binding: StoredHttpBinding): number;
   putPolicy(policy: StoredPolicy): number;
@@ -146,7 +148,7 @@ export function openStateStore(stateDir: string): StateStore {
   };
   const lastSeq = db.prepare<[], { seq: number | null }>('SELECT max(seq) AS seq FROM changes');
 
-  const putService = db.transaction((s: ServiceConfig): number => {
+  const putService = db.transaction((s: AnyServiceConfig): number => {
     const seq = change('service', s.fqn, 'put');
     upsertService.run(s.fqn, JSON.stringify(s), seq);
     return seq;
@@ -175,7 +177,7 @@ export function openStateStore(stateDir: string): StateStore {
   });
 
   return {
-    services: () => db.prepare<[], { doc: string }>('SELECT doc FROM services ORDER BY fqn').all().map((r) => JSON.parse(r.doc) as ServiceConfig),
+    services: () => db.prepare<[], { doc: string }>('SELECT doc FROM services ORDER BY fqn').all().map((r) => JSON.parse(r.doc) as AnyServiceConfig),
     bindings: () =>
       db
         .prepare<[], BindingRow>('SELECT fqn, service, doc, client_user, verifier FROM bindings ORDER BY fqn')

@@ -35,16 +35,25 @@ export interface LiveSession {
   endWhenIdle?(): void;
 }
 
+/** Told of every session that starts and ends here (e.g. to keep the primary's record of them). */
+export interface SessionObserver {
+  onSessionStart?(info: SessionInfo): void;
+  onSessionEnd?(info: SessionInfo): void;
+}
+
 export class SessionRegistry {
   private readonly sessions = new Map<string, LiveSession>();
   private readonly emptyWaiters: Array<() => void> = [];
 
+  constructor(private readonly observer: SessionObserver = {}) {}
+
   add(s: LiveSession): void {
     this.sessions.set(s.info.id, s);
+    this.observer.onSessionStart?.(s.info);
   }
 
   remove(s: LiveSession): void {
-    this.sessions.delete(s.info.id);
+    if (this.sessions.delete(s.info.id)) this.observer.onSessionEnd?.(s.info);
     if (this.sessions.size === 0) for (const w of this.emptyWaiters.splice(0)) w();
   }
 

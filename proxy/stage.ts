@@ -4,7 +4,7 @@
 
 /** Who and where a session is; fixed once the client is authenticated. */
 export interface SessionInfo {
-  /** Unique id of the session within this sempipe instance (e.g. "w1-42"). */
+  /** Unique id of the session within this sempipe instance for its whole life (e.g. "1.2-42"). */
   readonly id: string;
   /** Binding FQN, e.g. binding::/prod/billing::api-orders. */
   readonly binding: string;
@@ -20,6 +20,11 @@ export interface SessionInfo {
   readonly database: string;
   /** Date.now() when the client connected. */
   readonly startedAt: number;
+  /**
+   * Set for a replication session (PostgreSQL's walsender connections): `physical` streams the
+   * server's WAL or a base backup, `logical` decoded changes of one database.
+   */
+  readonly replication?: 'physical' | 'logical';
 }
 
 /** One statement as the client sent it. */

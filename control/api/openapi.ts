@@ -4,6 +4,17 @@
 import { z } from 'zod';
 import type { Route } from './route.js';
 
+/**
+ * A request body's JSON Schema. A union on `protocol` (a service) becomes `oneOf` its members; the
+ * body is still an object, which is said so that clients reading only `type` see it.
+ */
+function bodySchema(body: z.ZodType): Record<string, unknown> {
+  const schema = z.toJSONSchema(body, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  const members = (schema.oneOf ?? schema.anyOf) as Array<{ type?: unknown }> | undefined;
+  if (schema.type === undefined && members?.every((m) => m.type === 'object')) return { type: 'object', ...schema };
+  return schema;
+}
+
 const ref = (name: string): { $ref: string } => ({ $ref: `#/components/schemas/${name}` });
 const str = { type: 'string' } as const;
 const int = { type: 'integer' } as const;
@@ -23,7 +34,7 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
     properties: {
       fqn: str,
       protocol: str,
-      upstream: { type: 'object', properties: { host: str, port: int, database: str, user: str, tls: str, ca: str } },
+      upstream: { type: 'object', properties: { host: str, port: int, database: str, user: str, tls: str, tls_negotiation: str, ca: str } },
       source,
     },
   },
@@ -34,7 +45,10 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
     properties: {
       fqn: str,
       service: str,
-      listen: str,
+      listen: {
+        description: 'As in sempipe.yaml: one address as a string, several as a list; "host:port" or "unix:PATH"',
+        oneOf: [str, strings],
+      },
       database: str,
       auth: str,
       users: strings,
@@ -61,7 +75,7 @@ const RESPONSE_SCHEMAS: Readonly<Record<string, object>> = {
       subject: { type: 'object', properties: { binding: str, service: str, job: str } },
       policies: { type: 'array', items: { type: 'object', properties: { fqn: str, realm: str } } },
       rules: { type: 'object' },
-      statements: { type: 'array', items: { type: 'object', properties: { class: str, writes: bool, tables: strings, functions: strings } } },
+      statements: { type: 'array', items: { type: 'object', properties: { class: str, writes: bool, tables: strings, functions: strings, command: str } } },
       parseError: str,
       verdict: { type: 'object', required: ['action'], properties: { action: { type: 'string', enum: ['allow', 'deny'] }, code: str, message: str, rule: str, policy: str, hooks: strings } },
     },
@@ -104,7 +118,7 @@ export function createOpenApiDocument(routes: readonly Route[], version: string)
           parameters: [{ name: param, in: 'path', required: true, description: param === 'fqn' ? 'The FQN, URL-encoded' : 'The session id', schema: str }],
         }),
         ...(op.body !== undefined && {
-          requestBody: { required: true, content: { 'application/json': { schema: z.toJSONSchema(op.body, { io: 'input', unrepresentable: 'any' }) } } },
+          requestBody: { required: true, content: { 'application/json': { schema: bodySchema(op.body) } } },
         }),
         responses,
       };

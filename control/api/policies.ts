@@ -2,7 +2,8 @@
 // explain (which policies and rules would apply to a statement on a binding, and the verdict,
 // from the policy engine and the SQL classifier the workers use).
 import { explain } from '../policy/explain.js';
-import { classifierReady, classifySql, initClassifier } from '../../protocols/postgres/sql-classify.js';
+import { classifyForSession } from '../../protocols/postgres/replication-commands.js';
+import { classifierReady, initClassifier } from '../../protocols/postgres/sql-classify.js';
 import { readJsonBody } from './body.js';
 import { sendJson, sendNoContent } from './errors.js';
 import type { Route } from './route.js';
@@ -40,10 +41,11 @@ export const policyRoutes: readonly Route[] = [
           404: { description: 'No such binding', schema: 'Error' },
         },
         handle: async (ctx, req, res) => {
-          const { binding, sql } = parseBody(explainBody, await readJsonBody(req));
+          const { binding, sql, replication } = parseBody(explainBody, await readJsonBody(req));
           const { service } = ctx.catalog.getBinding(binding);
           await classifier();
-          sendJson(res, 200, explain(ctx.catalog.effective().policies, { binding, service }, sql, classifySql));
+          const classify = (text: string) => classifyForSession(text, replication);
+          sendJson(res, 200, explain(ctx.catalog.effective().policies, { binding, service }, sql, classify, replication));
         },
       },
     },

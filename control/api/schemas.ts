@@ -8,8 +8,9 @@ import { z } from 'zod';
 import { CLIENT_AUTH_METHODS, configSchema, parseHostPort } from '../config-schema.js';
 import { FqnError, parseFqn, type FqnType } from '../fqn.js';
 import type { BindingInput } from '../catalog.js';
-import type { ServiceConfig } from '../config.js';
+import type { AnyServiceConfig } from '../config.js';
 import { normalizeHttpService } from '../../protocols/http/config-schema.js';
+import { REPLICATION_KINDS } from '../policy/policy-schema.js';
 import { ApiError } from './errors.js';
 
 export { policySchema as policyBody } from '../policy/policy-schema.js';
@@ -103,7 +104,8 @@ export const rotateServiceBody = z
     if (given > 1) ctx.addIssue({ code: 'custom', message: 'give exactly one of password (PostgreSQL), headers, basic or bearer (HTTP)' });
   });
 
-export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty });
+/** `replication`: judge `sql` as sent on a replication connection of that kind. */
+export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty, replication: z.enum(REPLICATION_KINDS).optional() });
 
 function formatPath(path: readonly PropertyKey[]): string {
   return path.map((s, i) => (typeof s === 'number' ? `[${s}]` : i === 0 ? String(s) : `.${String(s)}`)).join('');
@@ -134,14 +136,15 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
   throw new ApiError('invalid', missing ? 'required field is missing' : issue.message, formatPath(issue.path));
 }
 
-export function toServiceConfig(s: z.output<typeof serviceBody>): ServiceConfig {
+export function toServiceConfig(s: z.output<typeof serviceBody>): AnyServiceConfig {
   // The API takes absolute paths only, so there is nothing to resolve.
   if (s.protocol === 'http') return normalizeHttpService(s, (path) => path);
-  const { ca, password, ...upstream } = s.upstream;
+  const { ca, password, ...rest } = s.upstream;
+  const { tls_negotiation: tlsNegotiation, ...upstream } = 'tls_negotiation' in rest ? rest : { ...rest, tls_negotiation: undefined };
   return {
     fqn: s.fqn,
     protocol: s.protocol,
-    upstream: { ...upstream, ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
+    upstream: { ...upstream, ...(tlsNegotiation !== undefined && { tlsNegotiation }), ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
   };
 }
 

@@ -3,7 +3,8 @@
 // multi-statement texts, name matching, limits combining to the strictest, and the compile cache.
 import { beforeAll, describe, expect, test } from 'vitest';
 import { classifySql, initClassifier } from '../../protocols/postgres/sql-classify.js';
-import { applicablePolicies, compileRules, decideStatements, type PolicySubject } from './engine.js';
+import { classifyForSession } from '../../protocols/postgres/replication-commands.js';
+import { applicablePolicies, compileRules, decideStatements, replicationRefusal, type PolicySubject } from './engine.js';
 import { PolicySet } from './policy-set.js';
 import { policySchema, type PolicyDocument } from './policy-schema.js';
 
@@ -193,5 +194,50 @@ describe('limits and compiled rules', () => {
     const second = set.rulesFor(SUBJECT);
     expect(second).not.toBe(first);
     expect(decideStatements(second, classifySql('select 1').statements)).toMatchObject({ rule: 'deny.classes' });
+  });
+});
+
+describe('replication', () => {
+  const decideReplication = (policies: PolicyDocument[], text: string) =>
+    decideStatements(compileRules(policies, SUBJECT), classifyForSession(text, 'logical').statements);
+
+  test('no connection of a kind is served unless an applicable policy grants it; the refusal names the permission', () => {
+    expect(replicationRefusal(compileRules([], SUBJECT), 'logical', SUBJECT.binding)).toEqual({
+      code: '42501',
+      message: `permission denied by sempipe: logical replication connections to binding ${SUBJECT.binding} need a policy with allow.replication: [logical] (rule allow.replication)`,
+    });
+    const grants = [
+      policy({ fqn: 'policy::/p::cdc', realm: 'binding::/prod', allow: { replication: ['logical'] } }),
+      policy({ fqn: 'policy::/p::other', realm: 'binding::/staging', allow: { replication: ['physical'] } }),
+    ];
+    const rules = compileRules(grants, SUBJECT);
+    expect(replicationRefusal(rules, 'logical', SUBJECT.binding)).toBeUndefined();
+    expect(replicationRefusal(rules, 'physical', SUBJECT.binding)?.message).toContain('allow.replication: [physical]');
+    expect([...rules.replication]).toEqual([['logical', 'policy::/p::cdc']]);
+  });
+
+  test('deny.replication_commands refuses a command by keyword; other commands and SQL pass', () => {
+    const rules = [policy({ fqn: 'policy::/p::cdc', realm: '::/', allow: { replication: ['logical'] }, deny: { replication_commands: ['DROP_REPLICATION_SLOT'] } })];
+    expect(decideReplication(rules, 'DROP_REPLICATION_SLOT "s" WAIT')).toMatchObject({
+      code: '42501',
+      rule: 'deny.replication_commands',
+      policy: 'policy::/p::cdc',
+      message: 'permission denied by sempipe policy policy::/p::cdc: replication command DROP_REPLICATION_SLOT is denied (rule deny.replication_commands)',
+    });
+    expect(compileRules(rules, SUBJECT).judges).toBe(true);
+    expect(decideReplication(rules, 'CREATE_REPLICATION_SLOT "s" LOGICAL "pgoutput"')).toBeUndefined();
+    expect(decideReplication(rules, 'select 1')).toBeUndefined();
+  });
+
+  test('class replication follows the class rules: an allow list must name it, deny.classes and read_only apply', () => {
+    const allowList = [policy({ fqn: 'policy::/p::list', realm: '::/', allow: { classes: ['select'], replication: ['logical'] } })];
+    expect(decideReplication(allowList, 'IDENTIFY_SYSTEM')).toMatchObject({ rule: 'allow.classes' });
+    const named = [policy({ fqn: 'policy::/p::list', realm: '::/', allow: { classes: ['select', 'replication'] } })];
+    expect(decideReplication(named, 'IDENTIFY_SYSTEM')).toBeUndefined();
+    const denied = [policy({ fqn: 'policy::/p::no', realm: '::/', deny: { classes: ['replication'] } })];
+    expect(decideReplication(denied, 'START_REPLICATION SLOT "s" LOGICAL 0/0')).toMatchObject({ rule: 'deny.classes' });
+    const readOnly = [policy({ fqn: 'policy::/p::ro', realm: '::/', read_only: true })];
+    expect(decideReplication(readOnly, 'CREATE_REPLICATION_SLOT "s" LOGICAL "pgoutput"')).toMatchObject({ rule: 'read_only' });
+    expect(decideReplication(readOnly, 'START_REPLICATION SLOT "s" LOGICAL 0/0')).toBeUndefined();
   });
 });

@@ -5,12 +5,15 @@
 // from any policy applies; limits combine to the strictest. Names are matched case-insensitively.
 // HTTP requests also carry a method and a path: deny.methods and deny.paths refuse independently,
 // and a request must match every applicable allow.methods and allow.paths list.
+// Replication connections are the exception to "a deny wins": none is served unless some applicable
+// policy grants its kind (`allow.replication`), because reading a replication stream reads everything.
 import { parseFqn, parseRealm, realmCovers, realmDepth, type Fqn } from '../fqn.js';
 import {
   DEFAULT_SIDE_EFFECT_FUNCTIONS,
   STATEMENT_CLASSES,
   type HookClass,
   type PolicyDocument,
+  type PolicyReplicationKind,
 } from './policy-schema.js';
 
 /** Who a session is, for the purpose of policy. */
@@ -29,6 +32,8 @@ export interface StatementFacts {
   /** HTTP requests: the upper-case method and the normalized path (protocols/http/request-class.ts). */
   readonly method?: string;
   readonly path?: string;
+  /** A replication command's keyword (class replication). */
+  readonly command?: string;
 }
 
 export type PolicyRule =
@@ -40,6 +45,8 @@ export type PolicyRule =
   | 'deny.paths'
   | 'allow.methods'
   | 'allow.paths'
+  | 'allow.replication'
+  | 'deny.replication_commands'
   | 'read_only'
   | 'rate'
   | 'binding_rate'
@@ -88,6 +95,10 @@ export interface CompiledRules {
   readonly classDenials: ReadonlyMap<string, Denial>;
   /** Class refused when the classifier emits a class not in STATEMENT_CLASSES. */
   readonly otherClassDenial: Denial | undefined;
+  /** The kinds of replication connection granted, each with the first policy that grants it. */
+  readonly replication: ReadonlyMap<PolicyReplicationKind, string>;
+  /** Replication command keyword -> its denial (deny.replication_commands). */
+  readonly deniedReplicationCommands: ReadonlyMap<string, Denial>;
   readonly readOnly: string | undefined;
   /** Lower-cased function name (full, and last part of qualified entries) -> policy. */
   readonly sideEffects: NameTable;
@@ -261,6 +272,16 @@ export function compileRules(policies: readonly PolicyDocument[], subject: Polic
       if (!classDenials.has(cls)) classDenials.set(cls, createDenial(p.fqn, `statement class "${cls}" is denied`, 'deny.classes'));
     }
   }
+  const replication = new Map<PolicyReplicationKind, string>();
+  const deniedReplicationCommands = new Map<string, Denial>();
+  for (const p of applicable) {
+    for (const kind of p.allow?.replication ?? []) if (!replication.has(kind)) replication.set(kind, p.fqn);
+    for (const command of p.deny.replicationCommands ?? []) {
+      if (!deniedReplicationCommands.has(command)) {
+        deniedReplicationCommands.set(command, createDenial(p.fqn, `replication command ${command} is denied`, 'deny.replication_commands'));
+      }
+    }
+  }
   for (const p of applicable) {
     if (p.allow?.classes === undefined) continue;
     const allowed = new Set<string>(p.allow.classes);
@@ -323,6 +344,7 @@ export function compileRules(policies: readonly PolicyDocument[], subject: Polic
     !isEmpty(deniedFunctions) ||
     !isEmpty(deniedTables) ||
     deniedTables.schemas.size > 0 ||
+    deniedReplicationCommands.size > 0 ||
     maxRows !== undefined ||
     statementTimeout !== undefined ||
     rate !== undefined ||
@@ -335,6 +357,8 @@ export function compileRules(policies: readonly PolicyDocument[], subject: Polic
     checksTables: !isEmpty(deniedTables) || deniedTables.schemas.size > 0,
     classDenials,
     otherClassDenial,
+    replication,
+    deniedReplicationCommands,
     readOnly,
     sideEffects,
     deniedFunctions,
@@ -361,6 +385,10 @@ export function decideStatement(rules: CompiledRules, s: StatementFacts): Denial
   const classDenial = rules.classDenials.get(s.cls);
   if (classDenial !== undefined) return classDenial;
   if (rules.otherClassDenial !== undefined && !KNOWN_CLASSES.has(s.cls)) return rules.otherClassDenial;
+  if (s.command !== undefined && rules.deniedReplicationCommands.size > 0) {
+    const commandDenial = rules.deniedReplicationCommands.get(s.command);
+    if (commandDenial !== undefined) return commandDenial;
+  }
   if (rules.readOnly !== undefined && s.writes) {
     return createDenial(rules.readOnly, `the statement (class "${s.cls}") writes and the session is read-only`, 'read_only');
   }
@@ -389,6 +417,18 @@ function tableDenial(rules: CompiledRules, s: StatementFacts): Denial | undefine
     if (policy !== undefined) return createDenial(policy, `table "${t}" is denied`, 'deny.tables');
   }
   return undefined;
+}
+
+/**
+ * Why a replication connection of `kind` on `binding` is refused (42501, naming the permission it
+ * lacks), or undefined when an applicable policy grants it.
+ */
+export function replicationRefusal(rules: CompiledRules, kind: PolicyReplicationKind, binding: string): { code: string; message: string } | undefined {
+  if (rules.replication.has(kind)) return undefined;
+  return {
+    code: INSUFFICIENT_PRIVILEGE,
+    message: `permission denied by sempipe: ${kind} replication connections to binding ${binding} need a policy with allow.replication: [${kind}] (rule allow.replication)`,
+  };
 }
 
 /** Every statement of a text must pass; the first denial is the text's. */

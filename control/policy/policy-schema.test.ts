@@ -53,12 +53,28 @@ describe('validatePolicy', () => {
     [{ ...EXAMPLE, hooks: [{ classes: ['delete'], url: 'http://x/' }] }, ['hooks', 0, 'on_error'], ''],
     [{ ...EXAMPLE, deny: { tables: ['a.b.c'] } }, ['deny', 'tables', 0], 'schema.*'],
     [{ ...EXAMPLE, allow: { classes: ['select'], tables: [] } }, ['allow', 'tables'], 'unknown key'],
+    [{ ...EXAMPLE, allow: {} }, ['allow'], 'name "classes", "replication", "methods" or "paths"'],
+    [{ ...EXAMPLE, allow: { replication: ['streaming'] } }, ['allow', 'replication', 0], ''],
+    [{ ...EXAMPLE, deny: { replication_commands: ['DROP_SLOT'] } }, ['deny', 'replication_commands', 0], ''],
   ])('refuses %j at its path', (input, path, message) => {
     const v = validatePolicy(input);
     expect(v.success).toBe(false);
     if (v.success) return;
     expect(v.issues.map((i) => i.path)).toContainEqual(path);
     expect(v.issues.find((i) => JSON.stringify(i.path) === JSON.stringify(path))!.message).toContain(message);
+  });
+
+  test('replication: allow.replication alone restricts no class; deny.replication_commands are upper-cased', () => {
+    const v = validatePolicy({
+      fqn: 'policy::/prod::cdc',
+      realm: 'binding::/prod/cdc',
+      allow: { replication: ['logical'] },
+      deny: { replication_commands: ['drop_replication_slot', 'BASE_BACKUP'] },
+    });
+    expect(v.success && v.policy.allow).toEqual({ replication: ['logical'] });
+    expect(v.success && v.policy.deny).toEqual({ classes: [], functions: [], tables: [], methods: [], paths: [], replicationCommands: ['DROP_REPLICATION_SLOT', 'BASE_BACKUP'] });
+    const both = validatePolicy({ fqn: 'policy::/prod::cdc', realm: '::/', allow: { classes: ['select', 'replication'], replication: ['physical', 'logical'] } });
+    expect(both.success && both.policy.allow).toEqual({ classes: ['select', 'replication'], replication: ['physical', 'logical'] });
   });
 
   test('arbitrary input never throws', () => {

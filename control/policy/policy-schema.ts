@@ -6,12 +6,18 @@
 import { z } from 'zod';
 import { FqnError, parseFqn, parseRealm } from '../fqn.js';
 import { parseDuration } from '../units.js';
+import { REPLICATION_COMMANDS, type ReplicationKind } from '../../protocols/postgres/replication-commands.js';
 
 /** Statement classes a policy may name (protocol-neutral; PostgreSQL's classifier emits them). */
 export const STATEMENT_CLASSES = [
   'select', 'insert', 'update', 'delete', 'merge', 'ddl', 'dcl', 'copy_in', 'copy_out',
-  'transaction', 'set', 'call', 'utility', 'unknown',
+  'transaction', 'set', 'call', 'utility', 'replication', 'unknown',
 ] as const;
+
+/** Kinds of replication connection a policy may allow (`replication=true` is physical, `database` logical). */
+export const REPLICATION_KINDS = ['physical', 'logical'] as const satisfies readonly ReplicationKind[];
+
+export type PolicyReplicationKind = (typeof REPLICATION_KINDS)[number];
 
 export type PolicyStatementClass = (typeof STATEMENT_CLASSES)[number];
 
@@ -62,12 +68,17 @@ export interface PolicyDocument {
   fqn: string;
   realm: string;
   /**
-   * Only these classes, and (HTTP) only these methods and paths matching one of these patterns;
-   * an absent list does not restrict.
+   * `classes`: only these classes (absent: no restriction by class). `replication`: the kinds of
+   * replication connection this policy grants (none is granted unless some policy lists it).
+   * `methods`, `paths` (HTTP): only these methods and paths matching one of these patterns; an absent
+   * list does not restrict.
    */
-  allow?: { classes?: PolicyStatementClass[]; methods?: string[]; paths?: string[] };
-  /** methods and paths (HTTP) deny independently: a denied method anywhere, any method on a denied path. */
-  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[]; methods: string[]; paths: string[] };
+  allow?: { classes?: PolicyStatementClass[]; replication?: ReplicationKind[]; methods?: string[]; paths?: string[] };
+  /**
+   * `replicationCommands`: replication commands refused by keyword (absent: none). methods and paths
+   * (HTTP) deny independently: a denied method anywhere, any method on a denied path.
+   */
+  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[]; methods: string[]; paths: string[]; replicationCommands?: string[] };
   readOnly: boolean;
   /** The policy's own side-effect functions (DEFAULT_SIDE_EFFECT_FUNCTIONS always count too). */
   sideEffectFunctions: string[];
@@ -154,6 +165,9 @@ const rate = scalar('a rate such as "200/s", "6000/m" or a number per second').t
 });
 
 const statementClass = z.enum(STATEMENT_CLASSES);
+const replicationKind = z.enum(REPLICATION_KINDS);
+/** Written as the server spells them (upper case); any case is accepted. */
+const replicationCommand = z.preprocess((v) => (typeof v === 'string' ? v.toUpperCase() : v), z.enum(REPLICATION_COMMANDS));
 const hookClass = z.enum([...STATEMENT_CLASSES, 'all']);
 
 const functionName = z
@@ -212,8 +226,15 @@ export const policySchema = z
     fqn: policyFqn,
     realm,
     allow: z
-      .strictObject({ classes: z.array(statementClass).optional(), methods: z.array(httpMethod).optional(), paths: z.array(pathPattern).optional() })
-      .refine((a) => a.classes !== undefined || a.methods !== undefined || a.paths !== undefined, { error: 'allow needs classes, methods or paths' })
+      .strictObject({
+        classes: z.array(statementClass).optional(),
+        replication: z.array(replicationKind).optional(),
+        methods: z.array(httpMethod).optional(),
+        paths: z.array(pathPattern).optional(),
+      })
+      .refine((a) => a.classes !== undefined || a.replication !== undefined || a.methods !== undefined || a.paths !== undefined, {
+        error: 'name "classes", "replication", "methods" or "paths"',
+      })
       .optional(),
     deny: z
       .strictObject({
@@ -222,6 +243,7 @@ export const policySchema = z
         tables: z.array(tablePattern).default([]),
         methods: z.array(httpMethod).default([]),
         paths: z.array(pathPattern).default([]),
+        replication_commands: z.array(replicationCommand).optional(),
       })
       .prefault({}),
     read_only: z.boolean().default(false),
@@ -237,11 +259,19 @@ export const policySchema = z
       ...(p.allow !== undefined && {
         allow: {
           ...(p.allow.classes !== undefined && { classes: p.allow.classes }),
+          ...(p.allow.replication !== undefined && { replication: p.allow.replication }),
           ...(p.allow.methods !== undefined && { methods: p.allow.methods }),
           ...(p.allow.paths !== undefined && { paths: p.allow.paths }),
         },
       }),
-      deny: p.deny,
+      deny: {
+        classes: p.deny.classes,
+        functions: p.deny.functions,
+        tables: p.deny.tables,
+        methods: p.deny.methods,
+        paths: p.deny.paths,
+        ...(p.deny.replication_commands !== undefined && { replicationCommands: p.deny.replication_commands }),
+      },
       readOnly: p.read_only,
       sideEffectFunctions: p.side_effect_functions,
       limits: {

@@ -55,9 +55,37 @@ export function statementFields(c: CompletionEvent, max: number): Record<string,
   return line;
 }
 
+/** A session's who and when: what the primary keeps of each live session of its workers. */
+export interface SessionRecord {
+  readonly id: string;
+  readonly binding: string;
+  readonly user: string;
+  readonly client: string;
+  readonly startedAt: number;
+}
+
+/** The session_end reason of the sessions of a worker process that died. */
+export const WORKER_LOST = 'worker_lost';
+
+/**
+ * The session_end line of a session whose worker died, written by the primary: the same fields in
+ * the same order as a worker's line, except the statement and byte counts, which died with the
+ * worker (the statement lines it wrote are in the log).
+ */
+export function writeLostSessionEnd(log: AuditLog, s: SessionRecord): void {
+  log.logger.info({
+    binding: s.binding,
+    user: s.user,
+    client: s.client,
+    session: s.id,
+    event: 'session_end',
+    reason: WORKER_LOST,
+    duration_ms: Date.now() - s.startedAt,
+  });
+}
+
 export function createAuditStage(log: AuditLog): StageFactory {
   const max = log.maxStatementLength;
-
 
   return {
     name: 'audit',
@@ -81,7 +109,7 @@ export function createAuditStage(log: AuditLog): StageFactory {
             client: session.clientAddress,
             session: session.id,
           });
-          logger.info({ event: 'session_start', database: session.database });
+          logger.info({ event: 'session_start', database: session.database, ...(session.replication !== undefined && { replication: session.replication }) });
           if (log.batch !== undefined) {
             const chindings = (logger as unknown as PinoInternals)[pino.symbols.chindingsSym] as string;
             encoder = new StatementLineEncoder(chindings, max, truncateStatement);

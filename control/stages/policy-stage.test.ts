@@ -15,6 +15,7 @@ import { SessionPipeline } from '../../proxy/pipeline.js';
 import { LocalSessionSlots } from '../../proxy/session-slots.js';
 import { FORWARD, type CompletionEvent, type SessionInfo, type Verdict } from '../../proxy/stage.js';
 import { classifySql, initClassifier } from '../../protocols/postgres/sql-classify.js';
+import { classifyForSession } from '../../protocols/postgres/replication-commands.js';
 
 const SESSION: SessionInfo = {
   id: 'w1-1',
@@ -170,5 +171,29 @@ describe('hooks and notifications', () => {
     expect(notifier.pending).toBe(2);
     const dropped = (await metrics.policyNotificationsDropped.get()).values.find((v) => v.labels.binding === SESSION.binding)?.value;
     expect(dropped).toBe(3);
+  });
+});
+
+describe('replication sessions', () => {
+  const LOGICAL: SessionInfo = { ...SESSION, replication: 'logical' };
+  const replicationStage = (policies: PolicySet) =>
+    createPolicyStage({ policies, slots: new LocalSessionSlots(), classify: (text, s) => classifyForSession(text, s.replication), metrics });
+
+  test('admitted only when a policy grants the kind; the refusal closes with 42501 and is counted', async () => {
+    const before = (await metrics.policyDenials.get()).values.find((x) => x.labels.rule === 'allow.replication')?.value ?? 0;
+    const refused = await replicationStage(setWith({ fqn: 'policy::/x::p', realm: '::/', deny: { classes: ['ddl'] } })).create(LOGICAL).admit!(LOGICAL);
+    expect(refused).toMatchObject({ action: 'close', code: '42501' });
+    expect((refused as { message: string }).message).toContain('need a policy with allow.replication: [logical]');
+    expect((await metrics.policyDenials.get()).values.find((x) => x.labels.rule === 'allow.replication')?.value).toBe(before + 1);
+    const granted = replicationStage(setWith({ fqn: 'policy::/x::p', realm: '::/', allow: { replication: ['logical'] } }));
+    expect(await granted.create(LOGICAL).admit!(LOGICAL)).toBe(FORWARD);
+    // A normal session needs no grant.
+    expect(await replicationStage(setWith()).create(SESSION).admit!(SESSION)).toBe(FORWARD);
+  });
+
+  test('replication commands carry no row or time limit; SQL on the same session does', () => {
+    const s = replicationStage(setWith({ fqn: 'policy::/x::p', realm: '::/', allow: { replication: ['logical'] }, limits: { statement_timeout: '1s', max_rows: 5 } })).create(LOGICAL);
+    expect(s.onStatement!(LOGICAL, statement('START_REPLICATION SLOT "s" LOGICAL 0/0'))).toBe(FORWARD);
+    expect(s.onStatement!(LOGICAL, statement('select 1'))).toMatchObject({ action: 'forward', tracker: { timeoutMs: 1000, maxRows: 5 } });
   });
 });

@@ -3,8 +3,10 @@
 // sessions; rate limits per session and per binding; max_sessions per binding at admission through
 // the injected SessionSlots; max_rows and statement_timeout as a tracker the relay enforces; hooks
 // (the only asynchronous path) and notifications over HTTP; denials counted per binding and rule.
+// A replication session is admitted only when a policy grants its kind (allow.replication); its
+// commands are judged like statements, without max_rows and statement_timeout (a stream has no end).
 // With no applicable policy a statement costs a generation check and one flag test.
-import { createDenial, decideStatements, type CompiledRules, type Denial, type PolicySubject, type StatementFacts } from '../policy/engine.js';
+import { createDenial, decideStatements, replicationRefusal, type CompiledRules, type Denial, type PolicySubject, type StatementFacts } from '../policy/engine.js';
 import { callHook, Notifier, type NotificationBody } from '../policy/hooks.js';
 import type { PolicySet } from '../policy/policy-set.js';
 import { TokenBucket } from '../policy/rate-limiter.js';
@@ -22,8 +24,8 @@ export interface PolicyStageOptions {
   policies: PolicySet;
   /** Session counting for max_sessions (cross-worker in a multi-process sempipe). */
   slots: SessionSlots;
-  /** Classifies a statement text of a session of `protocol` (PostgreSQL: classifySql). */
-  classify: (text: string, protocol: string) => Classification;
+  /** Classifies a statement text of a session in its protocol (PostgreSQL: classifySql, or replication commands on a replication session). */
+  classify: (text: string, session: SessionInfo) => Classification;
   metrics?: Metrics;
   /**
    * Worker processes sharing each binding's traffic: each enforces binding_rate / workerCount
@@ -176,6 +178,13 @@ export function createPolicyStage(opts: PolicyStageOptions): StageFactory {
 
       return {
         admit(): Verdict | Promise<Verdict> {
+          if (session.replication !== undefined) {
+            const refusal = replicationRefusal(current().rules, session.replication, session.binding);
+            if (refusal !== undefined) {
+              countDenial(session.binding, 'allow.replication');
+              return { action: 'close', ...refusal };
+            }
+          }
           const max = current().rules.maxSessions;
           if (max === undefined) return FORWARD;
           return slots.acquire(session.binding, max.value).then((ok): Verdict => {
@@ -192,14 +201,16 @@ export function createPolicyStage(opts: PolicyStageOptions): StageFactory {
           });
         },
         judges: () => current().rules.judges,
-        onStatement(_s, event): Verdict | Promise<Verdict> | undefined {
+        onStatement(s, event): Verdict | Promise<Verdict> | undefined {
           const { rules, forward } = current();
           if (!rules.judges) return undefined;
-          const classification = classify(event.text, session.protocol);
+          const classification = classify(event.text, s);
           const denial = decideStatements(rules, classification.statements) ?? rateDenial(rules, Number(event.receivedAt) / 1e6);
           if (denial !== undefined) return denial;
-          if (rules.hasHooks) return withHooks(rules, event, classification, forward) ?? forward;
-          return forward;
+          // A replication command may stream for as long as the session lasts: no row or time limit.
+          const verdict = classification.statements[0]?.cls === 'replication' ? FORWARD : forward;
+          if (rules.hasHooks) return withHooks(rules, event, classification, verdict) ?? verdict;
+          return verdict;
         },
         onComplete(_s, c) {
           if (c.outcome === 'denied' && c.policy !== undefined && c.rule !== undefined) countDenial(session.binding, c.rule);

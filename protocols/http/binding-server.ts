@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
+import type { Peer } from '../../proxy/data-plane.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
 import type { CompletionEvent, EndReason, SessionInfo, StageFactory, StatementTracker, Verdict } from '../../proxy/stage.js';
@@ -94,13 +95,13 @@ function bindingServer(runtime: HttpBindingRuntime, host: ConnectionHost): Bindi
 }
 
 /** The data plane's connection handler for `protocol: http` bindings. */
-export function handleHttpConnection(socket: Socket, runtime: HttpBindingRuntime, host: ConnectionHost): void {
+export function handleHttpConnection(socket: Socket, runtime: HttpBindingRuntime, host: ConnectionHost, peer: Peer): void {
   const bs = bindingServer(runtime, host);
-  const ip = socket.remoteAddress ?? '';
   const conn: HttpConnection = {
     socket,
-    clientAddress: `${ip.includes(':') ? `[${ip}]` : ip}:${socket.remotePort ?? 0}`,
-    clientIp: ip,
+    clientAddress: peer.address,
+    // A Unix socket has no peer address; X-Forwarded-For then says so as RFC 7239's "unknown".
+    clientIp: peer.unixSocket ? 'unknown' : (socket.remoteAddress ?? 'unknown'),
     proto: runtime.tls === undefined ? 'http' : 'https',
     inFlight: 0,
     draining: false,

@@ -72,9 +72,10 @@ describe('HTTP services and bindings in sempipe.yaml', () => {
       },
     });
     expect(config.bindings[0]).toEqual({
+      protocol: 'http',
       fqn: 'binding::/prod/web::inventory',
       service: 'service::/prod::inventory',
-      listen: { host: '127.0.0.1', port: 8081 },
+      listen: [{ host: '127.0.0.1', port: 8081 }],
       auth: 'bearer',
       clients: [{ name: 'client-1', tokenSha256: createHash('sha256').update('job-token-1234567890').digest('hex') }],
       headerTimeoutMs: 10_000,
@@ -144,15 +145,17 @@ describe('HTTP services and bindings in sempipe.yaml', () => {
     expect(dup.message).not.toContain('job-token');
   });
 
-  it('refuses a bearer binding of a PostgreSQL service and a PostgreSQL binding of an HTTP service', () => {
-    refused(
-      edit({ 12: '    auth: scram-sha-256', 13: '    clients: [ { user: web, password: pw } ]' }),
-      12,
-      'bindings[0].auth',
-      'the binding\'s service service::/prod::inventory is http and needs auth: bearer',
-    );
-    refused(edit({ 12: '    auth: oauth' }), 12, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password" | "bearer", got "oauth"');
-    refused(edit({ 3: '    protocol: gopher' }), 3, 'services[0].protocol', 'expected "postgres" | "http", got "gopher"');
+  it('takes its protocol from the service: auth defaults to bearer, other auth methods and a bearer PostgreSQL binding are refused', () => {
+    expect(parseConfig(edit({ 12: '' }), file, ENV).bindings[0]).toMatchObject({ protocol: 'http', auth: 'bearer' });
+    refused(edit({ 12: '    auth: scram-sha-256' }), 12, 'bindings[0].auth', 'expected "bearer", got "scram-sha-256"');
+    refused(edit({ 12: '    auth: oauth' }), 12, 'bindings[0].auth', 'expected "bearer", got "oauth"');
+    refused(edit({ 3: '    protocol: postgres' }, ), 5, 'services[0].upstream', 'unknown key "url"');
+    refused(edit({ 3: '    protocol: gopher' }), 3, 'services[0].protocol', 'expected "postgres" | "mysql" | "http", got "gopher"');
+  });
+
+  it('takes a list of listen addresses, Unix sockets among them, as PostgreSQL and MySQL bindings do', () => {
+    const config = parseConfig(edit({ 11: `    listen: [ "127.0.0.1:8081", "unix:${join(dir, 'http.sock')}" ]\n    unix_socket_mode: "0770"` }), file, ENV);
+    expect(config.bindings[0]).toMatchObject({ listen: [{ host: '127.0.0.1', port: 8081 }, { path: join(dir, 'http.sock') }], unixSocket: { mode: 0o770 } });
   });
 
   it('refuses PostgreSQL keys on an HTTP binding', () => {

@@ -1,16 +1,23 @@
 // The HTTP protocol's part of sempipe.yaml: the keys of a `protocol: http` service (`upstream.url`,
 // the credential injected upstream, `ca`, timeouts) and of a binding with `auth: bearer` (`clients`
 // with a token or its SHA-256, `tls`, request limits), and their normalized form. control/ composes
-// these into the config's `protocol:` and `auth:` unions and hands in its shared value parsers
-// (FQNs, durations, sizes), so this file never imports control/.
+// these into the config's `protocol:` unions (a binding's `protocol` is filled in from its service)
+// and hands in its shared value parsers (FQNs, listen lists, durations, sizes), so this file never
+// imports control/.
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+
+/** A TCP address or a Unix socket file, as control/config-schema.ts parses `listen:`. */
+export type ListenAddress = { host: string; port: number } | { path: string };
 
 /** The value parsers of control/config-schema.ts this shape is built from. */
 export interface ConfigPrimitives {
   serviceFqn: z.ZodType<string, string>;
   bindingFqn: z.ZodType<string, string>;
-  listen: z.ZodType<{ host: string; port: number }, string>;
+  /** A binding's listen addresses (TCP and `unix:PATH`), as PostgreSQL and MySQL bindings take them. */
+  listen: z.ZodType<ListenAddress[], unknown>;
+  unixSocketMode: z.ZodType<number, unknown>;
+  unixSocketGroup: z.ZodType<string, unknown>;
   nonEmpty: z.ZodType<string, string>;
   duration(minMs: number): z.ZodType<number, string | number>;
   size: z.ZodType<number, string | number>;
@@ -103,9 +110,13 @@ export function createHttpConfigSchemas(p: ConfigPrimitives) {
   const binding = z
     .strictObject({
       fqn: p.bindingFqn,
+      /** Filled in from the service when absent; written out it must match the service's. */
+      protocol: z.literal('http'),
       service: p.serviceFqn,
       listen: p.listen,
-      auth: z.literal('bearer'),
+      unix_socket_mode: p.unixSocketMode.optional(),
+      unix_socket_group: p.unixSocketGroup.optional(),
+      auth: z.literal('bearer').default('bearer'),
       clients: z.array(client).min(1, 'a binding needs at least one client'),
       tls: z.strictObject({ cert: p.nonEmpty, key: p.nonEmpty }).optional(),
       /** Largest request body; a larger one is answered 413. Absent: no limit. */
@@ -165,9 +176,13 @@ export interface HttpClientCredential {
 }
 
 export interface HttpBindingConfig {
+  protocol: 'http';
   fqn: string;
   service: string;
-  listen: { host: string; port: number };
+  /** TCP addresses and Unix socket files (absolute paths); at least one. */
+  listen: ListenAddress[];
+  /** Mode and group of the binding's Unix socket files; present when it has one. */
+  unixSocket?: { mode: number; group?: string };
   auth: 'bearer';
   clients: HttpClientCredential[];
   /** Absolute paths. */
@@ -195,11 +210,17 @@ export function normalizeHttpService(s: RawHttpService, resolvePath: (p: string)
   };
 }
 
-export function normalizeHttpBinding(b: RawHttpBinding, resolvePath: (p: string) => string): HttpBindingConfig {
+/** `listen`: the binding's addresses as control/config.ts resolves them for every protocol. */
+export function normalizeHttpBinding(
+  b: RawHttpBinding,
+  listen: Pick<HttpBindingConfig, 'listen' | 'unixSocket'>,
+  resolvePath: (p: string) => string,
+): HttpBindingConfig {
   return {
+    protocol: 'http',
     fqn: b.fqn,
     service: b.service,
-    listen: b.listen,
+    ...listen,
     auth: 'bearer',
     clients: b.clients.map((c, i) => ({ name: c.name ?? `client-${i + 1}`, tokenSha256: c.token !== undefined ? sha256Hex(c.token) : c.token_sha256! })),
     ...(b.tls !== undefined && { tls: { cert: resolvePath(b.tls.cert), key: resolvePath(b.tls.key) } }),

@@ -13,6 +13,8 @@ import {
   authenticationSaslFinal,
   backendKeyData,
   errorResponse,
+  errorResponseV2,
+  negotiateProtocolVersion,
   noticeResponse,
   parameterStatus,
   readyForQuery,
@@ -98,5 +100,17 @@ test('property: any text fields round-trip through ErrorResponse and ParameterSt
       expect(one(parameterStatus(name, value))).toMatchObject({ parameterName: name, parameterValue: value });
     }),
     { numRuns: 500 },
+  );
+});
+
+// Byte fixtures from PostgreSQL 15's own answers (pg-startup-fidelity.test.ts compares them live).
+test('NegotiateProtocolVersion: the newest version and the unknown _pq_ options', () => {
+  expect(negotiateProtocolVersion(0x30000, [])).toEqual(Buffer.from('760000000c0003000000000000', 'hex'));
+  expect(negotiateProtocolVersion(0x30000, ['_pq_.foo'])).toEqual(Buffer.from('76000000150003000000000001' + Buffer.from('_pq_.foo\0').toString('hex'), 'hex'));
+});
+
+test('an error in the 2.0 format: E, the text, newline and NUL, no length', () => {
+  expect(errorResponseV2('FATAL', 'unsupported frontend protocol 2.0: server supports 3.0 to 3.0').toString('latin1')).toBe(
+    'EFATAL:  unsupported frontend protocol 2.0: server supports 3.0 to 3.0\n\0',
   );
 });

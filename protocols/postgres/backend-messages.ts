@@ -86,3 +86,26 @@ export const errorResponse = (f: ErrorFields): Buffer => fieldsMessage(BackendCo
 
 /** NoticeResponse, same fields as ErrorResponse. */
 export const noticeResponse = (f: ErrorFields): Buffer => fieldsMessage(BackendCode.NoticeResponse, f);
+
+/**
+ * NegotiateProtocolVersion ('v'): the newest protocol version sempipe speaks (3.0) and the `_pq_.`
+ * options it does not know, sent when a client asks for a newer 3.x minor version or such options.
+ * https://www.postgresql.org/docs/current/protocol-message-formats.html#PROTOCOL-MESSAGE-FORMATS-NEGOTIATEPROTOCOLVERSION
+ */
+export function negotiateProtocolVersion(newestVersion: number, unknownOptions: readonly string[]): Buffer {
+  const names = Buffer.from(unknownOptions.map((o) => `${o}\0`).join(''), 'utf8');
+  const buf = frame(BackendCode.NegotiateProtocolVersion, 8 + names.length);
+  buf.writeUInt32BE(newestVersion, 5);
+  buf.writeUInt32BE(unknownOptions.length, 9);
+  names.copy(buf, 13);
+  return buf;
+}
+
+/**
+ * An error in the format of protocol 2.0 ('E', then "SEVERITY:  message\n" and a NUL, no length),
+ * which PostgreSQL still uses to tell a client asking for a protocol older than 3.0 that it is not
+ * supported (elog.c, send_message_to_frontend).
+ */
+export function errorResponseV2(severity: Severity, message: string): Buffer {
+  return Buffer.from(`E${severity}:  ${message}\n\0`, 'utf8');
+}

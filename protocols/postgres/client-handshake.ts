@@ -3,6 +3,10 @@
 // the credentials sempipe issued (SCRAM-SHA-256[-PLUS], md5, cleartext), then the database check.
 // Resolves with the authenticated client or undefined once the connection has been answered and
 // closed. Upstream authentication is a separate machine (upstream-connect.ts).
+// Before authentication it answers what PostgreSQL's ProcessStartupPacket answers, silence
+// included: a malformed startup packet or a timeout closes the connection without a word (drivers
+// such as node-postgres take an ErrorResponse there for a failed connect), and every such refusal
+// is reported with a bounded reason (StartupRejection).
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import { verifyMd5Response, md5Salt } from './auth/md5.js';
@@ -15,6 +19,8 @@ import {
   authenticationSaslContinue,
   authenticationSaslFinal,
   errorResponse,
+  errorResponseV2,
+  negotiateProtocolVersion,
   type ErrorFields,
 } from './backend-messages.js';
 import type { PgBindingRuntime } from './binding-runtime.js';
@@ -25,7 +31,8 @@ import {
   decodeStartupPacket,
   startupPacketLength,
 } from './frontend-messages.js';
-import { FrontendCode } from './message-codes.js';
+import { FrontendCode, StartupCode } from './message-codes.js';
+import { replicationRequest, type ReplicationKind } from './replication-commands.js';
 import { pgErrors } from './wire-errors.js';
 
 export interface AuthenticatedClient {
@@ -35,13 +42,34 @@ export interface AuthenticatedClient {
   /** Startup parameters other than user and database, to forward upstream. */
   params: Map<string, string>;
   tls: boolean;
+  /** Set when the startup asked for a replication connection (the `replication` parameter stays in params). */
+  replication: ReplicationKind | undefined;
   /** Bytes the client sent after its last authentication message (pipelined queries). */
   leftover: Buffer;
 }
 
+/**
+ * Why a connection was refused before a startup packet was accepted (a bounded metric label):
+ * `invalid_length` (PostgreSQL's "invalid length of startup packet"), `cancel_length`,
+ * `unsupported_protocol` (a version other than 3.x, or a repeated SSLRequest/GSSENCRequest),
+ * `invalid_layout`, `no_user`, `unencrypted_data` (bytes sent with an SSLRequest, before its answer),
+ * `direct_tls_unavailable` (a TLS handshake on a binding without TLS),
+ * `no_alpn` (direct TLS without the `postgresql` ALPN protocol).
+ */
+export type StartupRejection =
+  | 'invalid_length'
+  | 'cancel_length'
+  | 'unsupported_protocol'
+  | 'invalid_layout'
+  | 'no_user'
+  | 'unencrypted_data'
+  | 'direct_tls_unavailable'
+  | 'no_alpn';
+
 export interface HandshakeHooks {
   onCancel(processId: number, secretKey: number): void;
   onAuthFailure(user: string, reason: string): void;
+  onStartupRejected(reason: StartupRejection): void;
 }
 
 type Step = 'startup' | 'password' | 'md5' | 'sasl-first' | 'sasl-final' | 'done';
@@ -51,6 +79,13 @@ const ignoreError = (): void => {};
 /** Authentication messages are small; anything larger is a protocol violation. */
 const MAX_AUTH_MESSAGE = 16 * 1024;
 
+/** First byte of a TLS handshake record: a client starting TLS directly (PostgreSQL 17's sslnegotiation=direct). */
+const TLS_HANDSHAKE_RECORD = 0x16;
+/** The ALPN protocol a direct TLS client must offer (PostgreSQL 17). */
+const PG_ALPN = 'postgresql';
+/** The protocol version sempipe speaks, for NegotiateProtocolVersion. */
+const NEWEST_PROTOCOL = StartupCode.Protocol3;
+
 class ClientHandshake {
   private step: Step = 'startup';
   private socket: Socket;
@@ -59,6 +94,15 @@ class ClientHandshake {
   private requestedDatabase = '';
   private params = new Map<string, string>();
   private tls = false;
+  private replication: ReplicationKind | undefined;
+  /**
+   * PostgreSQL's ssl_done and gss_done: whether an SSLRequest / a GSSENCRequest was answered
+   * already. A request repeated once answered is taken as a startup packet of an unknown version.
+   */
+  private sslDone = false;
+  private gssDone = false;
+  /** Nothing read yet: only the very first bytes may start a direct TLS handshake. */
+  private atStart = true;
   private md5SaltBytes: Buffer | undefined;
   private scram: ScramServerSession | undefined;
   private readonly timer: NodeJS.Timeout;
@@ -74,8 +118,11 @@ class ClientHandshake {
     private readonly resolve: (c: AuthenticatedClient | undefined) => void,
   ) {
     this.socket = socket;
+    // PostgreSQL says nothing when authentication_timeout expires (its startup-packet timeout exits
+    // quietly, and an authentication in progress sends its FATAL nowhere).
     this.timer = setTimeout(() => {
-      this.fail(pgErrors.authTimeout(), 'timeout');
+      this.hooks.onAuthFailure(this.user, 'timeout');
+      this.finish(undefined);
     }, rt.authTimeoutMs);
     this.attach(socket);
   }
@@ -104,38 +151,98 @@ class ClientHandshake {
 
   /** Returns the bytes consumed, 0 when more are needed, -1 when the connection was closed. */
   private handleStartup(): number {
+    if (this.atStart && this.buffered.length > 0 && this.buffered[0] === TLS_HANDSHAKE_RECORD) return this.startDirectTls();
     const len = startupPacketLength(this.buffered);
     if (len === undefined) return 0;
-    if (len < 0) return this.fail(pgErrors.protocolViolation('invalid length of startup packet'), 'protocol');
+    if (len < 0) return this.reject('invalid_length');
     if (this.buffered.length < len) return 0;
+    this.atStart = false;
     const packet = decodeStartupPacket(this.buffered.subarray(0, len));
     switch (packet.kind) {
       case 'ssl':
+        if (this.sslDone) return this.refuseVersion(StartupCode.SSLRequest);
         return this.handleSslRequest(len);
       case 'gssenc':
+        if (this.gssDone) return this.refuseVersion(StartupCode.GSSENCRequest);
+        // sempipe has no GSSAPI encryption: 'N', as a server built without it answers. As in
+        // PostgreSQL, a refused GSSENCRequest lets the client try SSLRequest (again).
         this.socket.write('N');
+        this.gssDone = true;
+        this.sslDone = false;
         return len;
       case 'cancel':
         this.hooks.onCancel(packet.processId, packet.secretKey);
         return this.finish(undefined);
       case 'unsupported':
-        return this.fail(pgErrors.unsupportedProtocol(packet.code), 'protocol');
+        return this.refuseVersion((packet.major << 16) | packet.minor);
       case 'invalid':
-        return this.fail(pgErrors.protocolViolation(packet.reason), 'protocol');
+        return packet.problem === 'cancel_length' ? this.reject('cancel_length') : this.rejectWith(pgErrors.startupLayout(), 'invalid_layout');
       case 'startup':
+        if (packet.minor > 0 || packet.protocolOptions.length > 0) {
+          this.socket.write(negotiateProtocolVersion(NEWEST_PROTOCOL, packet.protocolOptions));
+        }
+        if (!packet.params.get('user')) return this.rejectWith(pgErrors.noUserName(), 'no_user');
         return this.handleStartupMessage(packet.params, len);
     }
   }
 
+  /** PostgreSQL's answer to a version it does not speak; in the 2.0 format below 3.0. */
+  private refuseVersion(code: number): -1 {
+    const major = code >>> 16;
+    const minor = code & 0xffff;
+    const fields = pgErrors.unsupportedProtocol(major, minor);
+    this.hooks.onStartupRejected('unsupported_protocol');
+    if (!this.socket.destroyed) this.socket.end(major < 3 ? errorResponseV2(fields.severity, fields.message) : errorResponse(fields));
+    return this.finish(undefined);
+  }
+
+  /** Refuses the startup without a word, as PostgreSQL does for these. */
+  private reject(reason: StartupRejection): -1 {
+    this.hooks.onStartupRejected(reason);
+    return this.finish(undefined);
+  }
+
+  private rejectWith(fields: ErrorFields, reason: StartupRejection): -1 {
+    this.hooks.onStartupRejected(reason);
+    if (!this.socket.destroyed) this.socket.end(errorResponse(fields));
+    return this.finish(undefined);
+  }
+
+  /**
+   * A TLS ClientHello as the first bytes: on a binding with TLS, the handshake (whose bytes already
+   * read are handed back to the socket for the TLS layer), then the `postgresql` ALPN check, then
+   * the startup packet inside TLS; on one without, a silent close (PostgreSQL 17, ProcessSSLStartup).
+   */
+  private startDirectTls(): -1 {
+    this.atStart = false;
+    if (!this.rt.tls) return this.reject('direct_tls_unavailable');
+    this.detach();
+    this.socket.pause();
+    this.socket.unshift(this.buffered);
+    this.buffered = Buffer.alloc(0);
+    // A client offering ALPN without `postgresql` gets the no_application_protocol alert from the
+    // TLS layer; one offering no ALPN at all completes the handshake and is closed unanswered.
+    const secure = new TLSSocket(this.socket, { isServer: true, secureContext: this.rt.tls.context, ALPNProtocols: [PG_ALPN] });
+    secure.on('error', ignoreError);
+    this.tls = true;
+    this.attach(secure);
+    secure.once('secure', () => {
+      if (secure.alpnProtocol !== PG_ALPN) this.reject('no_alpn');
+    });
+    return -1;
+  }
+
   private handleSslRequest(len: number): number {
+    this.sslDone = true;
+    // CVE-2021-23214: bytes that came with the SSLRequest, before the answer, must not be trusted.
+    // PostgreSQL refuses them after its answer, 'N' or 'S' (then inside TLS, once the handshake is done).
+    const unencrypted = this.buffered.length > len;
+    // After a direct TLS handshake PostgreSQL 17 answers an SSLRequest with 'N', as without TLS.
     if (!this.rt.tls || this.tls) {
       this.socket.write('N');
-      return len;
+      return unencrypted ? this.rejectWith(pgErrors.unencryptedAfterSsl(), 'unencrypted_data') : len;
     }
-    if (this.buffered.length > len) {
-      // CVE-2021-23214: bytes after SSLRequest before the handshake must not be trusted.
-      return this.fail(pgErrors.protocolViolation('received unencrypted data after SSL request'), 'protocol');
-    }
+    this.gssDone = true;
     this.socket.write('S');
     this.detach();
     // Only decrypted bytes reach the TLSSocket's 'data' listeners, so the next startup packet is
@@ -145,15 +252,18 @@ class ClientHandshake {
     this.tls = true;
     this.buffered = Buffer.alloc(0);
     this.attach(secure);
+    if (unencrypted) secure.once('secure', () => this.rejectWith(pgErrors.unencryptedAfterSsl(), 'unencrypted_data'));
     return -1;
   }
 
   private handleStartupMessage(params: Map<string, string>, len: number): number {
     this.user = params.get('user')!;
     this.requestedDatabase = params.get('database') || this.user;
-    if (params.has('replication') && params.get('replication') !== 'false') {
-      return this.fail(pgErrors.replicationRefused(), 'protocol');
-    }
+    const replication = replicationRequest(params.get('replication'));
+    if ('invalid' in replication) return this.fail(pgErrors.invalidReplicationValue(replication.invalid), 'protocol');
+    this.replication = replication.kind;
+    // A normal session: whether the client said replication=false or nothing, upstream it is the same.
+    if (replication.kind === undefined) params.delete('replication');
     params.delete('user');
     params.delete('database');
     this.params = params;
@@ -162,7 +272,7 @@ class ClientHandshake {
     switch (this.rt.auth) {
       case 'scram-sha-256': {
         const channelBinding = this.tls ? this.rt.tls?.endPoint : undefined;
-        this.scram = createScramServer({ verifier: cred?.scram, channelBinding, user: this.user });
+        this.scram = createScramServer({ verifier: cred?.scram, channelBinding, user: this.user, mock: this.rt.scramMock });
         this.socket.write(authenticationSasl(scramMechanisms(channelBinding !== undefined)));
         this.step = 'sasl-first';
         break;
@@ -197,7 +307,8 @@ class ClientHandshake {
     if (ok === undefined) return -1;
     if (!ok) return this.fail(pgErrors.passwordFailed(this.user), this.rt.clients.has(this.user) ? 'bad_password' : 'unknown_user');
     if (this.step !== 'done') return length + 1;
-    if (this.requestedDatabase !== this.rt.database) {
+    // A physical replication connection reaches no database: the server ignores the name (pg_basebackup sends "replication").
+    if (this.replication !== 'physical' && this.requestedDatabase !== this.rt.database) {
       return this.fail(pgErrors.databaseMissing(this.requestedDatabase), 'bad_database');
     }
     return this.finish({
@@ -206,6 +317,7 @@ class ClientHandshake {
       database: this.requestedDatabase,
       params: this.params,
       tls: this.tls,
+      replication: this.replication,
       leftover: buf.subarray(length + 1),
     });
   }

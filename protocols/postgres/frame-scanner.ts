@@ -101,6 +101,15 @@ export class FrameScanner {
   }
 
   /**
+   * True while an uncaptured frame is partly scanned: a relay that forwards as it scans has sent its
+   * beginning but not its end, so nothing may be inserted into the stream now. (A partial header or
+   * a partial captured frame has not been forwarded yet.)
+   */
+  get passingThrough(): boolean {
+    return this.skip > 0;
+  }
+
+  /**
    * Scans bytes [start, end) of `chunk`. Returns true when all of them were consumed, false when a
    * handler asked to stop (see `stoppedAt`) or the stream is invalid (see `status`).
    */

@@ -8,12 +8,18 @@ export type StartupPacket =
   | { kind: 'ssl' }
   | { kind: 'gssenc' }
   | { kind: 'cancel'; processId: number; secretKey: number }
-  | { kind: 'startup'; params: Map<string, string> }
-  | { kind: 'unsupported'; code: number }
-  | { kind: 'invalid'; reason: string };
+  /**
+   * Protocol 3.x. `params` holds every name/value pair (user and database included; the user may
+   * be missing, which the caller refuses after answering `minor` and `protocolOptions`);
+   * `protocolOptions` are the `_pq_.` names, which PostgreSQL does not take as settings.
+   */
+  | { kind: 'startup'; minor: number; params: Map<string, string>; protocolOptions: string[] }
+  | { kind: 'unsupported'; major: number; minor: number }
+  /** A CancelRequest of the wrong length, or a 3.x packet whose parameters do not end at its end. */
+  | { kind: 'invalid'; problem: 'cancel_length' | 'layout' };
 
-/** Largest startup packet PostgreSQL accepts (MAX_STARTUP_PACKET_LENGTH). */
-export const MAX_STARTUP_PACKET = 10000;
+/** Largest startup packet PostgreSQL accepts: MAX_STARTUP_PACKET_LENGTH bounds what follows the length word. */
+export const MAX_STARTUP_PACKET = 10000 + 4;
 
 /**
  * Length of the startup packet at the head of `buf`: a number when its length field is readable,
@@ -26,40 +32,52 @@ export function startupPacketLength(buf: Buffer): number | undefined {
   return len;
 }
 
-/** Decodes one whole startup packet (length field included). */
+/**
+ * Decodes one whole startup packet (length field included) as PostgreSQL's ProcessStartupPacket
+ * reads it: SSLRequest and GSSENCRequest are recognised by their code alone (the server ignores
+ * extra bytes), a CancelRequest must be exactly 16 bytes.
+ */
 export function decodeStartupPacket(packet: Buffer): StartupPacket {
   const code = packet.readUInt32BE(4);
   switch (code) {
     case StartupCode.SSLRequest:
-      return packet.length === 8 ? { kind: 'ssl' } : { kind: 'invalid', reason: 'SSLRequest of wrong length' };
+      return { kind: 'ssl' };
     case StartupCode.GSSENCRequest:
-      return packet.length === 8 ? { kind: 'gssenc' } : { kind: 'invalid', reason: 'GSSENCRequest of wrong length' };
+      return { kind: 'gssenc' };
     case StartupCode.CancelRequest:
-      if (packet.length !== 16) return { kind: 'invalid', reason: 'CancelRequest of wrong length' };
+      if (packet.length !== 16) return { kind: 'invalid', problem: 'cancel_length' };
       return { kind: 'cancel', processId: packet.readInt32BE(8), secretKey: packet.readInt32BE(12) };
-    case StartupCode.Protocol3:
-      return decodeStartupParams(packet);
-    default:
-      return { kind: 'unsupported', code };
   }
+  const major = code >>> 16;
+  const minor = code & 0xffff;
+  if (major !== 3) return { kind: 'unsupported', major, minor };
+  return decodeStartupParams(packet, minor);
 }
 
-function decodeStartupParams(packet: Buffer): StartupPacket {
+/** End of the C string at `pos`: its NUL, or the packet's end (PostgreSQL reads a NUL past the end). */
+function stringEnd(packet: Buffer, pos: number): number {
+  const nul = packet.indexOf(0, pos);
+  return nul < 0 ? packet.length : nul;
+}
+
+/** PostgreSQL's loop: pairs until an empty name; the terminator must be the packet's last byte. */
+function decodeStartupParams(packet: Buffer, minor: number): StartupPacket {
   const params = new Map<string, string>();
+  const protocolOptions: string[] = [];
   let pos = 8;
-  for (;;) {
-    if (pos >= packet.length) return { kind: 'invalid', reason: 'startup packet is not terminated' };
+  while (pos < packet.length) {
     if (packet[pos] === 0) break;
-    const keyEnd = packet.indexOf(0, pos);
-    if (keyEnd < 0) return { kind: 'invalid', reason: 'startup parameter name is not terminated' };
-    const valueEnd = packet.indexOf(0, keyEnd + 1);
-    if (valueEnd < 0) return { kind: 'invalid', reason: `startup parameter "${packet.toString('utf8', pos, keyEnd)}" has no value` };
-    params.set(packet.toString('utf8', pos, keyEnd), packet.toString('utf8', keyEnd + 1, valueEnd));
+    const keyEnd = stringEnd(packet, pos);
+    const valueStart = keyEnd + 1;
+    if (valueStart >= packet.length) break;
+    const valueEnd = stringEnd(packet, valueStart);
+    const name = packet.toString('utf8', pos, keyEnd);
+    if (name.startsWith('_pq_.')) protocolOptions.push(name);
+    else params.set(name, packet.toString('utf8', valueStart, valueEnd));
     pos = valueEnd + 1;
   }
-  if (pos !== packet.length - 1) return { kind: 'invalid', reason: 'startup packet has bytes after its terminator' };
-  if (!params.get('user')) return { kind: 'invalid', reason: 'no PostgreSQL user name specified in startup packet' };
-  return { kind: 'startup', params };
+  if (pos !== packet.length - 1) return { kind: 'invalid', problem: 'layout' };
+  return { kind: 'startup', minor, params, protocolOptions };
 }
 
 /** Offset just past the string the last successful `cstring` call read. */

@@ -43,6 +43,7 @@ export const enum BackendCode {
   ReadyForQuery = 0x5a, // Z
   RowDescription = 0x54, // T
   NoData = 0x6e, // n
+  NegotiateProtocolVersion = 0x76, // v
 }
 
 /** The transaction status byte of ReadyForQuery ('T' in a transaction, 'E' in a failed one). */

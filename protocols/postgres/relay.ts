@@ -12,6 +12,16 @@
 // (SQLSTATE 42501 naming the rule and policy). ReadyForQuery therefore always comes from the
 // server and stays truthful.
 //
+// A limit (statement_timeout, max_rows) sends the server a CancelRequest and drops the rest of the
+// statement's rows; the server's answer to the cancelled statement becomes the limit's error. When
+// that answer does not come within `cancelGraceMs` (the server is stopped, swapping, or cut off),
+// the client gets the limit's error and then FATAL 08006, and the upstream connection is destroyed.
+// Answering the client with the error and a ReadyForQuery of sempipe's own and carrying on is not
+// an option: the server still owes the statement's answer and would send it later, where the
+// client would take it for the answer to its next statement; and the transaction status of that
+// ReadyForQuery could only be guessed. A server that does not answer a cancel within the grace is
+// not one to keep a session on.
+//
 // A client's Terminate while the server is idle (nothing outstanding, outside a transaction) may
 // end the session without ending the upstream connection: the relay lets go of it and hands it to
 // `releaseUpstream` (upstream-pool.ts resets it for the next session).
@@ -100,17 +110,39 @@ interface Pending {
   timer: NodeJS.Timeout | undefined;
 }
 
+/** A statement a limit cancelled upstream, until the server has answered it and taken the cancel. */
+interface CancelHold {
+  entry: Pending;
+  /** The CancelRequest's connection has ended (the server took it, or it failed). */
+  cancelled: boolean;
+  /** Ends the session unless the server answers the statement in time; cleared once it did. */
+  grace: NodeJS.Timeout | undefined;
+}
+
 export interface RelayOptions {
   maxMessageSize: number;
   serviceFqn: string;
   /** Sends a CancelRequest for this session's upstream backend; settles once the server took it. */
   cancelUpstream(): Promise<void>;
+  /** How long the server has to answer a statement a limit cancelled before the session ends. */
+  cancelGraceMs: number;
   onEnd(reason: EndReason, message?: string): void;
   /**
    * Takes over the upstream connection when the client ends the session while the server is idle;
    * the relay has removed its listeners from the socket. Absent: the Terminate goes upstream.
    */
   releaseUpstream?(): void;
+  /**
+   * The class of a statement text when the session decides it before the command tag and the SQL
+   * parser (a replication session: its commands are class replication); undefined: as usual.
+   */
+  classOf?(text: string): string | undefined;
+  /**
+   * A statement still running when the session ends gets its statement line then (a replication
+   * stream usually ends so: the client closes it): ok when the client ended the session, else an
+   * error. Absent: such statements are not reported.
+   */
+  reportUnfinished?: boolean;
 }
 
 type Refusal = Exclude<Verdict, { action: 'forward' }>;
@@ -137,7 +169,7 @@ export class PgRelay {
    * taken the cancel and answered the statement, so a cancel that arrives late hits nothing (an
    * idle backend ignores it) rather than the client's next statement.
    */
-  private cancelHold: { entry: Pending; cancelled: boolean } | undefined;
+  private cancelHold: CancelHold | undefined;
   private ended = false;
   private clientTerminated = false;
   /** The upstream sent a FATAL error: the client already knows why the session ends. */
@@ -510,12 +542,10 @@ export class PgRelay {
 
   /** The statement was stopped by a limit: its completion or cancel error becomes sempipe's error. */
   private replaceWithLimitError(head: Pending, f: FrameRef): boolean {
-    const limit = head.limited!;
-    const described = head.tracker?.limitMessage?.(limit) ?? { code: '54000', message: `statement stopped by ${limit}`, rule: limit };
+    const described = limitDescription(head, head.limited!);
     const now = this.report(head.text, head.index, '', 'denied', described, head.receivedAt, head.judgedNs, head.rows, head);
     if (head.kind === EntryKind.Execute) this.finish(head);
     else this.nextCommand(head, now);
-    this.backend.wanted = BACKEND_WANTED;
     return this.replaceServerFrame(f, errorResponse({ severity: 'ERROR', code: described.code, message: described.message }));
   }
 
@@ -528,10 +558,13 @@ export class PgRelay {
     if (max !== undefined && head.rows >= max) this.backend.wanted = BACKEND_WANTED_WITH_ROWS;
   }
 
-  /** A captured DataRow: past the statement's row limit it is dropped and the statement cancelled. */
+  /**
+   * A captured DataRow: past the statement's row limit it is dropped and the statement cancelled;
+   * once a limit stopped the statement, every further row of it is dropped.
+   */
   private onCapturedRow(head: Pending | undefined, f: FrameRef): boolean {
     const max = head?.tracker?.maxRows;
-    if (head === undefined || max === undefined || (head.rows < max && head.limited === undefined)) {
+    if (head === undefined || (head.limited === undefined && (max === undefined || head.rows < max))) {
       if (head !== undefined) head.rows++;
       return this.forwardServerFrame(f);
     }
@@ -542,9 +575,15 @@ export class PgRelay {
   private limitReached(entry: Pending, limit: Limit): void {
     if (entry.limited !== undefined || this.ended || !this.pending.includes(entry)) return;
     entry.limited = limit;
-    const hold = { entry, cancelled: false };
+    if (this.cancelHold?.grace !== undefined) clearTimeout(this.cancelHold.grace);
+    const hold: CancelHold = { entry, cancelled: false, grace: undefined };
+    hold.grace = setTimeout(() => this.onCancelUnanswered(hold), this.opts.cancelGraceMs);
     this.cancelHold = hold;
     this.client.pause();
+    if (entry === this.pending[0]) this.backend.wanted = BACKEND_WANTED_WITH_ROWS;
+    // Its rows are dropped from now on: reading on lets a server that waits for a slow client to
+    // take its rows get to the cancel (PostgreSQL takes no cancel while blocked in a write).
+    this.upstream.resume();
     const settled = (): void => {
       hold.cancelled = true;
       this.releaseCancelHold();
@@ -552,8 +591,33 @@ export class PgRelay {
     this.opts.cancelUpstream().then(settled, settled);
   }
 
+  /** The command a limit stopped got its answer from the server: the cancel's grace ends. */
+  private limitAnswered(entry: Pending): void {
+    const hold = this.cancelHold;
+    if (hold?.entry !== entry || hold.grace === undefined) return;
+    clearTimeout(hold.grace);
+    hold.grace = undefined;
+  }
+
+  /**
+   * The server did not answer a statement a limit stopped within the grace (see the top of this
+   * file): the client gets the limit's error, then FATAL 08006; the upstream connection is
+   * destroyed rather than sent a Terminate it would not read.
+   */
+  private onCancelUnanswered(hold: CancelHold): void {
+    const { entry } = hold;
+    const limit = entry.limited;
+    if (this.ended || this.cancelHold !== hold || limit === undefined) return;
+    const described = limitDescription(entry, limit);
+    this.report(entry.text, entry.index, '', 'denied', described, entry.receivedAt, entry.judgedNs, entry.rows, entry);
+    if (!this.backend.passingThrough && !this.client.destroyed) this.writeClient(errorResponse({ severity: 'ERROR', code: described.code, message: described.message }));
+    this.upstream.destroy();
+    this.close('upstream', pgErrors.cancelUnanswered(this.opts.serviceFqn, limit, this.opts.cancelGraceMs));
+  }
+
   /** The current command of a simple query is done (at `now`); the query may hold more. */
   private nextCommand(head: Pending, now: bigint): void {
+    if (head.limited !== undefined) this.limitAnswered(head);
     head.index++;
     head.rows = 0;
     head.copyIn = false;
@@ -564,8 +628,10 @@ export class PgRelay {
 
   private finish(entry: Pending): void {
     if (entry.timer !== undefined) clearTimeout(entry.timer);
+    if (entry.limited !== undefined) this.limitAnswered(entry);
     if (this.pending[0] === entry) this.pending.shift();
-    this.backend.wanted = BACKEND_WANTED;
+    // A statement a limit stopped while it waited behind this one has its rows dropped too.
+    this.backend.wanted = this.pending[0]?.limited === undefined ? BACKEND_WANTED : BACKEND_WANTED_WITH_ROWS;
   }
 
   /** Lets the client's requests flow again once the cancel was taken and its statement answered. */
@@ -584,10 +650,18 @@ export class PgRelay {
       this.finish(e);
       if (e.kind === EntryKind.Simple || e.kind === EntryKind.Sync) break;
     }
+    this.flushBytes();
+    if (this.cancelHold !== undefined) this.releaseCancelHold();
+  }
+
+  /**
+   * Reports the bytes relayed since the last report to the stages. Done at each ReadyForQuery and at
+   * the end; a session that streams without one (replication) is flushed on a timer too.
+   */
+  flushBytes(): void {
     this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
     this.bytesInPending = 0;
     this.bytesOutPending = 0;
-    if (this.cancelHold !== undefined) this.releaseCancelHold();
   }
 
   private report(
@@ -606,7 +680,9 @@ export class PgRelay {
     this.statementCount++;
     const completion = {
       text,
-      statementClass: outcome === 'ok' && tag !== '' ? classFromCommandTag(tag, entry?.copyIn === true) : statementClassOf(text, index, tag),
+      statementClass:
+        this.opts.classOf?.(text) ??
+        (outcome === 'ok' && tag !== '' ? classFromCommandTag(tag, entry?.copyIn === true) : statementClassOf(text, index, tag)),
       tag,
       rows: rowsFromTag > 0 ? rowsFromTag : rows,
       outcome,
@@ -626,7 +702,10 @@ export class PgRelay {
   private writeClient(buf: Buffer, start = 0, end = buf.length): void {
     const flushed = this.clientSource.write(buf, start, end);
     if (this.client.writableLength > 0) this.upstreamSource.retain();
-    if (!flushed) this.upstream.pause();
+    // While a limit stops the statement at the head its rows are dropped, not written: the little
+    // still written (the rest of a row already begun, the limit's error) must not stop the reading
+    // that lets a server blocked on its writes get to the cancel.
+    if (!flushed && this.pending[0]?.limited === undefined) this.upstream.pause();
   }
 
   // ---- ends --------------------------------------------------------------------------------------
@@ -684,8 +763,8 @@ export class PgRelay {
    */
   close(reason: EndReason, fields?: ErrorFields, message?: string): void {
     if (this.ended) return;
-    // What was already relayed to the client ends on a frame boundary unless a frame is still held.
-    const notify = fields !== undefined && this.backend.atBoundary && !this.client.destroyed;
+    // The FATAL goes after what was already relayed unless that ends inside a frame.
+    const notify = fields !== undefined && !this.backend.passingThrough && !this.client.destroyed;
     this.end(reason, message ?? fields?.message);
     if (notify) this.client.end(errorResponse(fields));
     else this.client.destroy();
@@ -699,10 +778,24 @@ export class PgRelay {
     if (this.ended) return;
     this.ended = true;
     for (const e of this.pending) if (e.timer !== undefined) clearTimeout(e.timer);
-    this.pipeline.bytes(this.bytesInPending, this.bytesOutPending);
-    this.bytesInPending = 0;
-    this.bytesOutPending = 0;
+    if (this.cancelHold?.grace !== undefined) clearTimeout(this.cancelHold.grace);
+    if (this.opts.reportUnfinished === true) this.reportUnfinished(reason, message);
+    this.flushBytes();
     this.opts.onEnd(reason, message);
+  }
+
+  private reportUnfinished(reason: EndReason, message: string | undefined): void {
+    const code = reason === 'revoked' || reason === 'shutdown' || reason === 'killed' ? '57P01' : '08006';
+    for (const e of this.pending) {
+      if (e.refusal !== undefined) {
+        // Refused, its stand-in's error not back yet: denied all the same.
+        this.report(e.text, e.index, '', 'denied', e.refusal, e.receivedAt, e.judgedNs, 0, e);
+        continue;
+      }
+      if (e.kind !== EntryKind.Simple && e.kind !== EntryKind.Execute) continue;
+      const problem = reason === 'client' ? undefined : { code, message: message ?? `the session ended (${reason}) before the statement completed` };
+      this.report(e.text, e.index, '', problem === undefined ? 'ok' : 'error', problem, e.receivedAt, e.judgedNs, e.rows, e);
+    }
   }
 }
 
@@ -724,6 +817,11 @@ function refusedParseFrame(name: string): Buffer {
   buf.write(name, 5);
   buf.write(REFUSED_SQL, 5 + nameBytes + 1);
   return buf;
+}
+
+/** The error the client gets for a statement `limit` stopped, naming the rule and policy. */
+function limitDescription(entry: Pending, limit: Limit): { code: string; message: string; rule: string; policy?: string } {
+  return entry.tracker?.limitMessage?.(limit) ?? { code: '54000', message: `statement stopped by ${limit}`, rule: limit };
 }
 
 /** Class of an errored or refused statement: from the parser when loaded, else from its tag. */

@@ -1,17 +1,21 @@
 // One PostgreSQL client connection from accept to close: the client handshake, the upstream
 // connection with the service's own credentials (a reset one left by an earlier session when the
 // pool has one, see upstream-pool.ts), the greeting (the server's ParameterStatus, sempipe's own
-// BackendKeyData), then the relay with the binding's pipeline.
+// BackendKeyData), then the relay with the binding's pipeline. A replication session (admitted only
+// when a policy grants it) gets a dedicated upstream connection, made anew and closed at its end.
 import type { Socket } from 'node:net';
+import { serialize } from 'pg-protocol';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
+import type { Peer } from '../../proxy/data-plane.js';
 import { adoptSocket } from '../../proxy/chunk-reader.js';
 import { SessionPipeline } from '../../proxy/pipeline.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
 import type { EndReason, SessionInfo } from '../../proxy/stage.js';
 import { authenticationOk, backendKeyData, errorResponse, readyForQuery, type ErrorFields } from './backend-messages.js';
-import type { PgBindingRuntime } from './binding-runtime.js';
+import { overUnixSocket, type PgBindingRuntime } from './binding-runtime.js';
 import { runClientHandshake } from './client-handshake.js';
 import { PgRelay } from './relay.js';
+import { replicationRelayOptions, reportBytesWhileStreaming } from './replication-session.js';
 import { connectUpstream, sendCancelRequest, UpstreamError, type UpstreamTarget } from './upstream-connect.js';
 import { poolKey, reuses, UpstreamPool, type PooledUpstream, type PoolKey } from './upstream-pool.js';
 import { pgErrors } from './wire-errors.js';
@@ -33,9 +37,9 @@ interface SessionUpstream extends PooledUpstream {
   readonly leftover: Buffer;
 }
 
-/** An upstream connection for the session: a pooled one when there is one, else a new one. */
-async function openUpstream(rt: PgBindingRuntime, key: PoolKey, params: Map<string, string>): Promise<SessionUpstream> {
-  const pooled = reuses(rt.upstreamIdle) ? await upstreamPool.take(key, rt.upstreamIdle) : undefined;
+/** An upstream connection for the session: a pooled one when `reusable` and there is one, else a new one. */
+async function openUpstream(rt: PgBindingRuntime, key: PoolKey, params: Map<string, string>, reusable: boolean): Promise<SessionUpstream> {
+  const pooled = reusable ? await upstreamPool.take(key, rt.upstreamIdle) : undefined;
   if (pooled !== undefined) return { ...pooled, notices: [], transactionStatus: 'I', leftover: Buffer.alloc(0) };
   const upstream = await connectUpstream({ ...rt.upstream, extraStartupParams: Object.fromEntries(params) });
   const source = adoptSocket(upstream.socket);
@@ -60,15 +64,18 @@ export function retainPooledUpstreams(runtimes: readonly PgBindingRuntime[]): vo
   upstreamPool.retainTargets(new Set(runtimes.filter((rt) => reuses(rt.upstreamIdle)).map((rt) => targetKey(rt.upstream))));
 }
 
-export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, host: ConnectionHost): Promise<void> {
-  const clientAddress = `${socket.remoteAddress}:${socket.remotePort}`;
+export async function handlePgConnection(socket: Socket, bindingRuntime: PgBindingRuntime, host: ConnectionHost, peer: Peer): Promise<void> {
+  const rt = peer.unixSocket ? overUnixSocket(bindingRuntime) : bindingRuntime;
+  const clientAddress = peer.address;
   const client = await runClientHandshake(socket, rt, {
     onCancel: (processId, secretKey) => host.routeCancel(processId, secretKey),
     onAuthFailure: (user, reason) => {
       for (const f of rt.stages) f.onAuthFailure?.({ binding: rt.fqn, protocol: PROTOCOL, user, clientAddress, reason });
     },
+    onStartupRejected: (reason) => host.onStartupRejected(rt.fqn, clientAddress, reason),
   });
   if (client === undefined) return;
+  host.authenticated(socket);
 
   const info: SessionInfo = {
     id: host.nextSessionId(),
@@ -79,6 +86,7 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     clientAddress,
     database: client.database,
     startedAt: Date.now(),
+    ...(client.replication !== undefined && { replication: client.replication }),
   };
   const pipeline = new SessionPipeline(info, rt.stages);
   const refuse = (fields: ErrorFields, reason: EndReason): void => {
@@ -92,17 +100,20 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
   }
 
   const key = poolKey(targetKey(rt.upstream), client.params);
+  // A replication connection is never pooled: it is a walsender, not a backend another session could use.
+  const reusable = client.replication === undefined && reuses(rt.upstreamIdle);
   let upstream: SessionUpstream;
   try {
-    upstream = await openUpstream(rt, key, client.params);
+    upstream = await openUpstream(rt, key, client.params, reusable);
   } catch (err) {
-    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed: ${String(err)}`);
+    const e = err instanceof UpstreamError ? err : new UpstreamError('08001', `upstream for ${rt.serviceFqn} failed`, `${rt.upstream.host}:${rt.upstream.port}`, String(err));
     host.onUpstreamError(rt.fqn, e);
     refuse(pgErrors.upstream(e.code, e.message), 'upstream');
     return;
   }
   if (client.socket.destroyed) {
-    upstreamPool.release(key, upstream, rt.upstreamIdle);
+    if (reusable) upstreamPool.release(key, upstream, rt.upstreamIdle);
+    else upstream.source.socket.end(terminateFrame);
     pipeline.end({ reason: 'client', bytesIn: 0, bytesOut: 0, statements: 0 });
     return;
   }
@@ -123,13 +134,17 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
     maxMessageSize: rt.maxMessageSize,
     serviceFqn: rt.serviceFqn,
     cancelUpstream,
+    cancelGraceMs: rt.cancelGraceMs,
     onEnd: (reason, message) => {
+      stopBytesReport?.();
       host.registry.remove(live);
       host.cancelKeys.release(cancelKey.processId);
       pipeline.end({ reason, bytesIn: relay.bytesIn, bytesOut: relay.bytesOut, statements: relay.statementCount, message });
     },
-    ...(reuses(rt.upstreamIdle) && { releaseUpstream: () => upstreamPool.release(key, upstream, rt.upstreamIdle) }),
+    ...(reusable && { releaseUpstream: () => upstreamPool.release(key, upstream, rt.upstreamIdle) }),
+    ...(client.replication !== undefined && replicationRelayOptions),
   });
+  const stopBytesReport = client.replication === undefined ? undefined : reportBytesWhileStreaming(relay);
 
   clientSocket.cork();
   clientSocket.write(authenticationOk());
@@ -146,3 +161,4 @@ export async function handlePgConnection(socket: Socket, rt: PgBindingRuntime, h
 }
 
 const ignore = (): void => {};
+const terminateFrame = serialize.end();

@@ -41,6 +41,7 @@ export type StatementClass =
   | 'set'
   | 'call'
   | 'utility'
+  | 'replication'
   | 'unknown';
 
 /** One statement of a query string. Results are cached and shared, so they are frozen. */
@@ -57,6 +58,8 @@ export interface ClassifiedStatement {
   tables: string[];
   /** Functions called anywhere (FuncCall nodes, CALL), "schema.name" or "name". */
   functions: string[];
+  /** For class replication: the command's keyword (replication-commands.ts), e.g. "DROP_REPLICATION_SLOT". */
+  command?: string;
 }
 
 export interface Classification {

@@ -1,5 +1,6 @@
 // Dials the real PostgreSQL server of a service and runs the startup phase with the service's own
-// credentials: TLS negotiation (SSLRequest) per the service's mode, StartupMessage, authentication
+// credentials: TLS per the service's mode (after SSLRequest, or at once with the `postgresql` ALPN
+// protocol when `tls_negotiation: direct`, PostgreSQL 17+), StartupMessage, authentication
 // (auth/upstream-auth.ts), then ParameterStatus, BackendKeyData and ReadyForQuery. Hands the relay a
 // paused socket plus the raw startup frames to replay to the client. Also sends CancelRequests.
 // The StartupMessage is built here rather than with pg-protocol's serialize.startup because that one
@@ -16,9 +17,9 @@ import type { BackendKeyDataMessage, BackendMessage, DatabaseError } from 'pg-pr
 import { createUpstreamAuth, handleAuthRequest, type UpstreamAuthMethod } from './auth/upstream-auth.js';
 import { FrameScanner, frameTypeSet, ScanStatus, type FrameRef } from './frame-scanner.js';
 import { BackendCode, StartupCode } from './message-codes.js';
-import type { PgServiceConfig, UpstreamTlsMode } from '../../control/config.js';
+import type { ServiceConfig, UpstreamTlsMode, UpstreamTlsNegotiation } from '../../control/config.js';
 
-type ServiceUpstream = PgServiceConfig['upstream'];
+type ServiceUpstream = ServiceConfig['upstream'];
 
 /** Where and as whom to connect: a service's upstream settings plus what the session adds. */
 export interface UpstreamTarget extends ServiceUpstream {
@@ -48,12 +49,22 @@ export interface UpstreamConnection {
   authMethod: UpstreamAuthMethod;
 }
 
+/**
+ * A failure to reach or start up with the service's server. `message` is what the client is told:
+ * the service FQN and the kind of failure, never the server's host or port (a job must not learn
+ * where the real service lives); `address` and `reason` (which may be a Node error message naming
+ * the address) are for sempipe's operator log only.
+ */
 export class UpstreamError extends Error {
   override readonly name = 'UpstreamError';
   constructor(
     /** SQLSTATE to give the client: 08001 unreachable, 08006 refused by the server. */
     readonly code: string,
     message: string,
+    /** host:port of the server; for the operator log. */
+    readonly address: string,
+    /** The underlying cause as Node or the server put it; for the operator log. */
+    readonly reason?: string,
     /** The server's SQLSTATE when it refused us; for logs and metrics, not for the client. */
     readonly upstreamSqlState?: string,
     /** The server's own message when it refused us; for operator logs, not for the client. */
@@ -67,6 +78,7 @@ export interface CancelTarget {
   host: string;
   port: number;
   tls?: UpstreamTlsMode;
+  tlsNegotiation?: UpstreamTlsNegotiation;
   ca?: string;
   connectTimeoutMs?: number;
   serviceFqn?: string;
@@ -77,20 +89,53 @@ const MAX_STARTUP_FRAME = 1 << 20;
 const DEFAULT_CANCEL_TIMEOUT_MS = 5000;
 const SSL_YES = 0x53; // S
 const SSL_NO = 0x4e; // N
+/** The ALPN protocol a direct TLS connection must offer (PostgreSQL 17). */
+const PG_ALPN = 'postgresql';
 const ALL_TYPES = frameTypeSet(Array.from({ length: 256 }, (_, i) => i));
 /** Startup parameters the target decides, and protocol options we do not negotiate. */
 const RESERVED_PARAM = /^(user|database|_pq_\..*)$/;
 
-function where(t: { serviceFqn?: string; host: string; port: number }): string {
-  return `upstream for ${t.serviceFqn ?? 'service'} at ${t.host}:${t.port}`;
+/** Where an attempt stands, so that a failure can name its kind (and a timeout its phase). */
+type Phase = 'connecting' | 'negotiating TLS' | 'authenticating';
+
+/** A failure in sempipe's own words, which name no address: it may be shown to the client as it is. */
+class StartupFailure extends Error {}
+
+/** Node's error codes for failures of the TCP connection, as the client is told of them. */
+const NETWORK_FAILURES: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ECONNRESET: 'connection reset by the server',
+  EPIPE: 'connection reset by the server',
+  ETIMEDOUT: 'connection timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ENETUNREACH: 'network unreachable',
+  ENOTFOUND: 'host name not found',
+  EAI_AGAIN: 'host name lookup failed',
+};
+
+const addressOf = (t: { host: string; port: number }): string => `${t.host}:${t.port}`;
+const upstreamOf = (t: { serviceFqn?: string }): string => `upstream for ${t.serviceFqn ?? 'service'}`;
+
+/**
+ * The kind of a failure the client may be told of. A Node error's message names the address
+ * ("connect ECONNREFUSED 127.0.0.1:5432"), so only its code is used, and only when it is a plain
+ * identifier (TLS verification codes such as DEPTH_ZERO_SELF_SIGNED_CERT are).
+ */
+function failureKind(err: unknown, phase: Phase): string {
+  if (err instanceof StartupFailure) return err.message;
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const known = typeof code === 'string' && /^[A-Z0-9_]+$/.test(code) ? code : undefined;
+  if (phase === 'negotiating TLS') return `TLS handshake failed${known === undefined ? '' : ` (${known})`}`;
+  if (known !== undefined) return NETWORK_FAILURES[known] ?? `network error (${known})`;
+  return `network error while ${phase}`;
 }
 
-function unreachable(t: CancelTarget, why: string): UpstreamError {
-  return new UpstreamError('08001', `${where(t)} is unreachable: ${why}`);
+function unreachable(t: CancelTarget, kind: string, reason?: string): UpstreamError {
+  return new UpstreamError('08001', `${upstreamOf(t)} is unreachable: ${kind}`, addressOf(t), reason);
 }
 
 function refused(t: UpstreamTarget, why: string, sqlState?: string, serverMessage?: string): UpstreamError {
-  return new UpstreamError('08006', `${where(t)} ${why}`, sqlState, serverMessage);
+  return new UpstreamError('08006', `${upstreamOf(t)} ${why}`, addressOf(t), undefined, sqlState, serverMessage);
 }
 
 /** StartupMessage for protocol 3.0 (length, version, name/value C strings, terminating NUL). */
@@ -121,11 +166,11 @@ function readSslAnswer(socket: net.Socket): Promise<number> {
     };
     const onData = (chunk: Buffer): void => {
       cleanup();
-      if (chunk.length !== 1) reject(new Error('server sent unexpected data after its SSL answer'));
+      if (chunk.length !== 1) reject(new StartupFailure('the server sent unexpected data after its SSL answer'));
       else resolve(chunk[0]);
     };
     const onError = (err: Error): void => { cleanup(); reject(err); };
-    const onClose = (): void => { cleanup(); reject(new Error('server closed the connection during TLS negotiation')); };
+    const onClose = (): void => { cleanup(); reject(new StartupFailure('the server closed the connection during TLS negotiation')); };
     socket.on('data', onData).on('error', onError).on('close', onClose);
     socket.write(serialize.requestSsl());
   });
@@ -134,6 +179,7 @@ function readSslAnswer(socket: net.Socket): Promise<number> {
 /** An open connection attempt, so a timeout can destroy whichever socket is current. */
 interface Attempt {
   socket: net.Socket | undefined;
+  phase: Phase;
 }
 
 /** TCP connect, then SSLRequest and the TLS handshake as the mode asks. */
@@ -144,27 +190,37 @@ async function dial(t: CancelTarget, attempt: Attempt): Promise<net.Socket | tls
     try {
       ca = readFileSync(t.ca);
     } catch (err) {
-      throw new UpstreamError('08001', `${where(t)}: cannot read TLS CA file ${t.ca}: ${(err as Error).message}`);
+      throw unreachable(t, 'its TLS CA file cannot be read', `cannot read TLS CA file ${t.ca}: ${(err as Error).message}`);
     }
+  }
+  const tlsOptions = {
+    host: t.host,
+    servername: net.isIP(t.host) === 0 ? t.host : undefined,
+    rejectUnauthorized: mode === 'verify-full',
+    ca,
+  };
+  // The config allows direct only with require or verify-full, so there is no plaintext fallback.
+  if (mode !== 'disable' && t.tlsNegotiation === 'direct') {
+    const direct = tls.connect({ ...tlsOptions, port: t.port, ALPNProtocols: [PG_ALPN] });
+    attempt.socket = direct;
+    await once(direct, 'secureConnect');
+    direct.setNoDelay(true);
+    if (direct.alpnProtocol !== PG_ALPN) throw unreachable(t, `the server did not accept the "${PG_ALPN}" ALPN protocol for direct TLS`);
+    return direct;
   }
   const socket = net.connect({ host: t.host, port: t.port });
   attempt.socket = socket;
   await once(socket, 'connect');
   socket.setNoDelay(true);
   if (mode === 'disable') return socket;
+  attempt.phase = 'negotiating TLS';
   const answer = await readSslAnswer(socket);
   if (answer === SSL_NO) {
     if (mode === 'prefer') return socket;
     throw unreachable(t, `the server does not accept TLS (tls: ${mode})`);
   }
   if (answer !== SSL_YES) throw unreachable(t, `unexpected answer 0x${answer.toString(16)} to SSLRequest`);
-  const secure = tls.connect({
-    socket,
-    host: t.host,
-    servername: net.isIP(t.host) === 0 ? t.host : undefined,
-    rejectUnauthorized: mode === 'verify-full',
-    ca,
-  });
+  const secure = tls.connect({ ...tlsOptions, socket });
   attempt.socket = secure;
   await once(secure, 'secureConnect');
   return secure;
@@ -198,12 +254,12 @@ class StartupReader {
     };
     if (!this.scanner.scan(chunk, handler) && this.scanner.status !== ScanStatus.Ok) {
       const why = this.scanner.status === ScanStatus.TooLarge ? 'too large' : 'of invalid length';
-      this.fail(new Error(`server sent a message of type 0x${this.scanner.badType.toString(16)} ${why}`));
+      this.fail(new StartupFailure(`the server sent a message of type 0x${this.scanner.badType.toString(16)} ${why}`));
     }
     this.deliver();
   };
   private readonly onError = (err: Error): void => this.fail(err);
-  private readonly onClose = (): void => this.fail(new Error('server closed the connection during startup'));
+  private readonly onClose = (): void => this.fail(new StartupFailure('the server closed the connection during startup'));
 
   constructor(private readonly socket: net.Socket) {
     socket.on('data', this.onData).on('error', this.onError).on('close', this.onClose);
@@ -249,7 +305,8 @@ function decode<T extends BackendMessage>(parser: Parser, frame: Buffer): T | un
   return msg as T | undefined;
 }
 
-async function startup(t: UpstreamTarget, socket: net.Socket | tls.TLSSocket): Promise<UpstreamConnection> {
+async function startup(t: UpstreamTarget, socket: net.Socket | tls.TLSSocket, attempt: Attempt): Promise<UpstreamConnection> {
+  attempt.phase = 'authenticating';
   const reader = new StartupReader(socket);
   const parser = new Parser();
   const auth = createUpstreamAuth(t.user, t.password, socket instanceof tls.TLSSocket ? socket : undefined);
@@ -271,6 +328,7 @@ async function startup(t: UpstreamTarget, socket: net.Socket | tls.TLSSocket): P
       noticeFrames.push(frame);
     } else if (type === BackendCode.Authentication && !authenticated) {
       const step = await handleAuthRequest(auth, frame);
+      // The reason is upstream-auth.ts's own wording about the exchange; it knows no address.
       if (step.kind === 'fail') throw refused(t, `authentication failed: ${step.reason}`);
       if (step.kind === 'send') socket.write(step.frame);
       authenticated = step.kind === 'ok';
@@ -290,7 +348,7 @@ async function startup(t: UpstreamTarget, socket: net.Socket | tls.TLSSocket): P
 
 /** Runs `work` with a deadline that destroys the attempt's socket; maps failures to UpstreamError. */
 async function withDeadline<T>(t: CancelTarget, ms: number, work: (attempt: Attempt) => Promise<T>): Promise<T> {
-  const attempt: Attempt = { socket: undefined };
+  const attempt: Attempt = { socket: undefined, phase: 'connecting' };
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
@@ -301,7 +359,8 @@ async function withDeadline<T>(t: CancelTarget, ms: number, work: (attempt: Atte
   } catch (err) {
     attempt.socket?.destroy();
     if (err instanceof UpstreamError) throw err;
-    throw unreachable(t, timedOut ? `timed out after ${ms} ms` : (err as Error).message);
+    const kind = timedOut ? `timed out after ${ms} ms while ${attempt.phase}` : failureKind(err, attempt.phase);
+    throw unreachable(t, kind, (err as Error).message);
   } finally {
     clearTimeout(timer);
   }
@@ -309,7 +368,7 @@ async function withDeadline<T>(t: CancelTarget, ms: number, work: (attempt: Atte
 
 /** Opens an authenticated connection to the service's server, ready for the relay. */
 export function connectUpstream(t: UpstreamTarget): Promise<UpstreamConnection> {
-  return withDeadline(t, t.connectTimeoutMs, async (attempt) => startup(t, await dial(t, attempt)));
+  return withDeadline(t, t.connectTimeoutMs, async (attempt) => startup(t, await dial(t, attempt), attempt));
 }
 
 /** Sends a CancelRequest for `key` on a fresh connection and waits until the server closes it. */

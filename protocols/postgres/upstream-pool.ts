@@ -30,7 +30,7 @@ export interface IdleLimits {
   readonly max: number;
   /** A connection idle for longer is checked with an empty query before it is handed out (0: always). */
   readonly checkDelayMs: number;
-  /** How long the check may take before the connection counts as dead. */
+  /** How long the reset or the check may take before the connection counts as dead. */
   readonly checkTimeoutMs: number;
 }
 
@@ -124,6 +124,8 @@ export class UpstreamPool {
    * Resets `upstream` (whose session has ended and removed its listeners, with no reply
    * outstanding) and keeps it for `limits.timeoutMs`; closes it instead when the reset fails,
    * `limits.max` connections already wait for `key`, or the config no longer uses its target.
+   * A server that does not answer the reset within `limits.checkTimeoutMs` is given up (the
+   * connection destroyed), like one that does not answer the check.
    */
   release(key: PoolKey, upstream: PooledUpstream, limits: IdleLimits): void {
     const { socket } = upstream.source;
@@ -138,9 +140,11 @@ export class UpstreamPool {
     const reply = resetReply();
     let idle: Idle | undefined;
     const drop = (): void => {
+      clearTimeout(unanswered);
       if (idle !== undefined) this.remove(key, idle);
       socket.destroy();
     };
+    const unanswered = setTimeout(drop, limits.checkTimeoutMs);
     socket.on('error', drop);
     socket.on('close', drop);
     upstream.source.start((chunk, length) => {
@@ -151,6 +155,7 @@ export class UpstreamPool {
       }
       const outcome = reply(chunk, length);
       if (outcome === 'pending') return;
+      clearTimeout(unanswered);
       if (outcome === 'failed') {
         close();
         return;

@@ -18,11 +18,16 @@ const packages: Record<string, string> = {
   pgbench: 'postgresql-contrib (or postgresql)',
   pgbouncer: 'pgbouncer',
   openssl: 'openssl',
+  'mariadb-install-db': 'mariadb-server',
+  mariadbd: 'mariadb-server',
+  mariadb: 'mariadb-client',
+  sysbench: 'sysbench',
+  haproxy: 'haproxy',
 };
 
 /** Absolute path of `name`, searched in PATH and in PostgreSQL's versioned bin directories. */
 export function findBinary(name: string): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), ...pgBinDirs()];
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', ...pgBinDirs()];
   for (const dir of dirs) {
     const candidate = join(dir, name);
     if (dir && existsSync(candidate)) return candidate;

@@ -1,6 +1,8 @@
 // Starts a real PostgreSQL server from the installed binaries for tests and benchmarks: initdb into a
 // temporary directory, its own free port, password auth in pg_hba.conf, an upstream role with a
-// password, optional TLS with a certificate generated on the spot. Never touches a server on 5432.
+// password, optional TLS with a certificate generated on the spot, optionally ready for replication
+// (wal_level=logical, `replication` lines in pg_hba.conf, the upstream role WITH REPLICATION). Also
+// starts a server on a data directory made elsewhere (a base backup). Never touches a server on 5432.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
@@ -20,6 +22,11 @@ export interface PgServerOptions {
   password?: string;
   database?: string;
   settings?: Record<string, string>;
+  /**
+   * Ready for physical and logical replication: wal_level=logical, room for WAL senders and slots,
+   * pg_hba.conf `replication` lines with the same auth, and the upstream role WITH REPLICATION.
+   */
+  replication?: boolean;
 }
 
 export interface PgServer {
@@ -56,8 +63,6 @@ function ownTree(path: string, ids: Ids): void {
 
 export async function startPostgres(opts: PgServerOptions = {}): Promise<PgServer> {
   const initdb = requireBinary('initdb');
-  const postgresBin = requireBinary('postgres');
-  const psql = requireBinary('psql');
   const ids = serverIds();
   const superuser = ids.uid !== undefined ? 'postgres' : userInfo().username;
   const auth = opts.auth ?? 'scram-sha-256';
@@ -82,6 +87,7 @@ export async function startPostgres(opts: PgServerOptions = {}): Promise<PgServe
   if (opts.tls && opts.tlsOnly) hba.push(`hostnossl all all 127.0.0.1/32 reject`);
   hba.push(`host all ${superuser} 127.0.0.1/32 trust`);
   hba.push(`host all all 127.0.0.1/32 ${auth}`);
+  if (opts.replication) hba.push(`host replication all 127.0.0.1/32 ${auth}`);
   writeFileSync(join(dataDir, 'pg_hba.conf'), hba.join('\n') + '\n');
   const conf: Record<string, string> = {
     listen_addresses: "'127.0.0.1'",
@@ -92,6 +98,7 @@ export async function startPostgres(opts: PgServerOptions = {}): Promise<PgServe
     synchronous_commit: 'off',
     full_page_writes: 'off',
     password_encryption: auth === 'md5' ? 'md5' : 'scram-sha-256',
+    ...(opts.replication && { wal_level: 'logical', max_wal_senders: '10', max_replication_slots: '10' }),
     ...opts.settings,
   };
   let cert: Certificate | undefined;
@@ -105,6 +112,75 @@ export async function startPostgres(opts: PgServerOptions = {}): Promise<PgServe
   }
   appendFileSync(join(dataDir, 'postgresql.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}`).join('\n') + '\n');
 
+  const control = serverControl({ dataDir, socketDir, port, superuser, ids, args: [] });
+  await control.start();
+  const quotedPw = password.replace(/'/g, "''");
+  control.sql(`CREATE ROLE ${user} LOGIN SUPERUSER${opts.replication ? ' REPLICATION' : ''} PASSWORD '${quotedPw}'`);
+  control.sql(`CREATE DATABASE ${database} OWNER ${user}`);
+
+  return { host: '127.0.0.1', port, user, password, database, dataDir, socketDir, cert, ...control };
+}
+
+/** A server on a data directory made elsewhere (e.g. by pg_basebackup), as the original's superuser. */
+export interface ClusterCopy {
+  port: number;
+  dataDir: string;
+  sql(query: string, database?: string): string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts PostgreSQL on `dataDir`, a copy of `original`'s cluster, on its own port and socket
+ * directory (the copied postgresql.conf names the original's). The caller removes `dataDir`.
+ */
+export async function startClusterCopy(dataDir: string, original: PgServer): Promise<ClusterCopy> {
+  const ids = serverIds();
+  const superuser = ids.uid !== undefined ? 'postgres' : userInfo().username;
+  const socketDir = mkdtempSync(join(tmpdir(), 'sempipe-pg-copy-'));
+  chmodSync(dataDir, 0o700);
+  ownTree(dataDir, ids);
+  ownTree(socketDir, ids);
+  const port = await freePort();
+  const control = serverControl({
+    dataDir,
+    socketDir,
+    port,
+    superuser,
+    ids,
+    args: ['-c', `port=${port}`, '-c', `unix_socket_directories=${socketDir}`, '-c', `listen_addresses=${original.host}`],
+  });
+  try {
+    await control.start();
+  } catch (err) {
+    rmSync(socketDir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    port,
+    dataDir,
+    sql: control.sql,
+    stop: async () => {
+      await control.stop();
+      rmSync(socketDir, { recursive: true, force: true });
+    },
+  };
+}
+
+interface ServerSetup {
+  dataDir: string;
+  socketDir: string;
+  port: number;
+  superuser: string;
+  ids: Ids;
+  /** Extra arguments of the postgres command. */
+  args: string[];
+}
+
+/** Starting, stopping and querying one server process on a data directory. */
+function serverControl(setup: ServerSetup): Pick<PgServer, 'sql' | 'start' | 'stop' | 'restart'> {
+  const postgresBin = requireBinary('postgres');
+  const psql = requireBinary('psql');
+  const { dataDir, socketDir, port, superuser, ids } = setup;
   let child: ChildProcess | undefined;
   const runSql = (query: string, db = 'postgres'): string => {
     const r = spawnSync(psql, ['-h', socketDir, '-p', String(port), '-U', superuser, '-d', db, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', query], {
@@ -115,7 +191,7 @@ export async function startPostgres(opts: PgServerOptions = {}): Promise<PgServe
   };
 
   const start = async (): Promise<void> => {
-    const proc = spawn(postgresBin, ['-D', dataDir], { ...ids, stdio: ['ignore', 'ignore', 'pipe'] });
+    const proc = spawn(postgresBin, ['-D', dataDir, ...setup.args], { ...ids, stdio: ['ignore', 'ignore', 'pipe'] });
     child = proc;
     let log = '';
     proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
@@ -140,25 +216,10 @@ export async function startPostgres(opts: PgServerOptions = {}): Promise<PgServe
     clearTimeout(timer);
   };
 
-  await start();
-  const quotedPw = password.replace(/'/g, "''");
-  runSql(`CREATE ROLE ${user} LOGIN SUPERUSER PASSWORD '${quotedPw}'`);
-  runSql(`CREATE DATABASE ${database} OWNER ${user}`);
-
   return {
-    host: '127.0.0.1',
-    port,
-    user,
-    password,
-    database,
-    dataDir,
-    socketDir,
-    cert,
     sql: runSql,
     start,
-    stop: async () => {
-      await stop();
-    },
+    stop,
     restart: async () => {
       await stop();
       await start();

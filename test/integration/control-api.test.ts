@@ -14,7 +14,7 @@ import { startAdminServer, type AdminServer } from '../../control/admin-server.j
 import { assertApiExposure, ApiExposureError, resolveAdminToken } from '../../control/api/auth.js';
 import { API_ROUTES, createApiHandler, type SessionDirectory, type SessionSummary } from '../../control/api/router.js';
 import { openCatalog, type Catalog } from '../../control/catalog.js';
-import { parseConfig, type PgBindingConfig, type PgServiceConfig, type SempipeConfig } from '../../control/config.js';
+import { parseConfig, type BindingConfig, type HostPort, type SempipeConfig, type ServiceConfig } from '../../control/config.js';
 import { openStateStore } from '../../control/state-store.js';
 import { parseScramVerifier, verifyPasswordAgainstScram } from '../../protocols/postgres/auth/scram-verifier.js';
 
@@ -44,7 +44,7 @@ function fileConfig(): SempipeConfig {
 bindings:
   - fqn: binding::/prod::file-api
     service: service::/prod::orders
-    listen: 127.0.0.1:16499
+    listen: ["unix:/tmp/sempipe-control-api/.s.PGSQL.16499", 127.0.0.1:16499]
     clients: [ { user: app, password: app-pw } ]
 `,
     '/tmp/sempipe-control-api.yaml',
@@ -178,7 +178,7 @@ describe('control API over HTTP', () => {
     const created = await api.call('POST', '/v1/services', SERVICE);
     expect(created.status).toBe(201);
     expect(created.headers.get('location')).toBe(`/v1/services/${enc(SERVICE.fqn)}`);
-    expect(created.body).toEqual({ fqn: SERVICE.fqn, protocol: 'postgres', upstream: { host: '127.0.0.1', port: 5433, database: 'cache', user: 'cacher', tls: 'disable' }, source: 'api' });
+    expect(created.body).toEqual({ fqn: SERVICE.fqn, protocol: 'postgres', upstream: { host: '127.0.0.1', port: 5433, database: 'cache', user: 'cacher', tls: 'disable', tls_negotiation: 'postgres' }, source: 'api' });
     expect(JSON.stringify(created.body)).not.toContain('upstream-secret-1');
 
     const list = await api.call('GET', '/v1/services');
@@ -210,13 +210,13 @@ describe('control API over HTTP', () => {
 
     const replaced = await api.call('PUT', `/v1/services/${enc(SERVICE.fqn)}`, { protocol: 'postgres', upstream: { host: '127.0.0.2', database: 'cache', user: 'cacher' } });
     expect(replaced).toMatchObject({ status: 200, body: { upstream: { host: '127.0.0.2', port: 5432 } } });
-    expect((api.catalog.effective().services[1] as PgServiceConfig).upstream.password).toBe('upstream-secret-1');
+    expect((api.catalog.effective().services[1] as ServiceConfig).upstream.password).toBe('upstream-secret-1');
     expect((await api.call('PUT', `/v1/services/${enc('service::/prod::orders')}`, SERVICE)).status).toBe(409);
     expect((await api.call('PUT', `/v1/services/${enc('service::/none::x')}`, { ...SERVICE, fqn: 'service::/none::x' })).status).toBe(404);
     expect((await api.call('PUT', `/v1/services/${enc(SERVICE.fqn)}`, { ...SERVICE, fqn: 'service::/none::x' })).body).toMatchObject({ error: 'invalid', path: 'fqn' });
 
     expect((await api.call('POST', `/v1/services/${enc(SERVICE.fqn)}/rotate`, { password: 'upstream-secret-2' })).status).toBe(204);
-    expect((api.catalog.effective().services[1] as PgServiceConfig).upstream.password).toBe('upstream-secret-2');
+    expect((api.catalog.effective().services[1] as ServiceConfig).upstream.password).toBe('upstream-secret-2');
     expect((await api.call('POST', `/v1/services/${enc(SERVICE.fqn)}/rotate`, {})).body).toMatchObject({ error: 'invalid', path: 'password' });
     expect((await api.call('POST', `/v1/services/${enc('service::/prod::orders')}/rotate`, { password: 'x' })).status).toBe(409);
     expect((await api.call('POST', `/v1/services/${enc('service::/none::x')}/rotate`, { password: 'x' })).status).toBe(404);
@@ -239,7 +239,8 @@ describe('control API over HTTP', () => {
     expect(created.body.fqn).toBe('binding::/prod/billing::cache-job');
     expect(user).toBe('cache-job');
     expect(password).toMatch(/^[A-Za-z0-9_-]{32}$/);
-    const port = api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.listen.port;
+    const [address] = api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.listen as [HostPort];
+    const port = address.port;
     expect(uri).toBe(`postgres://cache-job:${password}@127.0.0.1:${port}/cache`);
     const parsed = new URL(uri);
     expect([parsed.protocol, parsed.username, decodeURIComponent(parsed.password), parsed.hostname, parsed.pathname]).toEqual(['postgres:', 'cache-job', password, '127.0.0.1', '/cache']);
@@ -257,6 +258,8 @@ describe('control API over HTTP', () => {
     });
     const list = await api.call('GET', '/v1/bindings');
     expect(list.body.bindings.map((b: any) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod/billing::cache-job']);
+    // Several addresses show as the file's list; one as a string.
+    expect(list.body.bindings.map((b: any) => b.listen)).toEqual([['unix:/tmp/sempipe-control-api/.s.PGSQL.16499', '127.0.0.1:16499'], `127.0.0.1:${port}`]);
     expect(JSON.stringify(list.body)).not.toMatch(/SCRAM|app-pw|verifier|password/);
 
     // The stored row holds a SCRAM verifier for that password, and the password is nowhere in the files.
@@ -271,7 +274,7 @@ describe('control API over HTTP', () => {
     expect(rotated.status).toBe(200);
     expect(rotated.body.password).not.toBe(password);
     expect(rotated.body.uri).toBe(`postgres://cache-job:${rotated.body.password}@127.0.0.1:${port}/cache`);
-    const verifier = parseScramVerifier((api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job') as PgBindingConfig).clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job') as BindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(rotated.body.password, verifier)).toBe(true);
     expect(verifyPasswordAgainstScram(password, verifier)).toBe(false);
 
@@ -336,6 +339,19 @@ describe('control API over HTTP', () => {
     expect(denied.body.verdict).toMatchObject({ action: 'deny', code: '42501', policy: fqn });
     const allowed = await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::file-api', sql: 'select 1' });
     expect(allowed.body).toMatchObject({ policies: [], verdict: { action: 'allow' } });
+    const replication = await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::file-api', sql: 'IDENTIFY_SYSTEM', replication: 'logical' });
+    expect(replication.body.statements).toEqual([{ class: 'replication', writes: false, tables: [], functions: [], command: 'IDENTIFY_SYSTEM' }]);
+    expect(replication.body.verdict).toMatchObject({ action: 'deny', code: '42501', rule: 'allow.replication' });
+    const cdc = { realm: 'binding::/prod', allow: { replication: ['logical'] }, deny: { replication_commands: ['drop_replication_slot'] } };
+    expect((await api.call('PUT', `/v1/policies/${enc('policy::/prod::cdc')}`, cdc)).status).toBe(201);
+    expect((await api.call('GET', `/v1/policies/${enc('policy::/prod::cdc')}`)).body).toMatchObject({
+      allow: { replication: ['logical'] },
+      deny: { replication_commands: ['DROP_REPLICATION_SLOT'] },
+    });
+    const dropSlot = await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::file-api', sql: 'DROP_REPLICATION_SLOT s', replication: 'logical' });
+    expect(dropSlot.body.rules.replication).toEqual([{ kind: 'logical', policy: 'policy::/prod::cdc' }]);
+    expect(dropSlot.body.verdict).toMatchObject({ action: 'deny', rule: 'deny.replication_commands', policy: 'policy::/prod::cdc' });
+    expect((await api.call('DELETE', `/v1/policies/${enc('policy::/prod::cdc')}`)).status).toBe(204);
     expect((await api.call('POST', '/v1/policies/explain', { binding: 'binding::/prod::none', sql: 'select 1' })).status).toBe(404);
     expect((await api.call('POST', '/v1/policies/explain', { binding: 'nope', sql: 'select 1' })).body).toMatchObject({ error: 'invalid', path: 'binding' });
 
@@ -413,7 +429,7 @@ describe('control API over HTTP', () => {
     const bindings = (await api.call('GET', '/v1/bindings')).body.bindings.map((b: any) => b.fqn);
     expect(bindings).toEqual(['binding::/prod::file-api', 'binding::/prod/billing::cache-job']);
     expect((await api.call('GET', `/v1/policies/${enc('policy::/prod::kept')}`)).body).toMatchObject({ deny: { functions: ['lo_export'] } });
-    expect((api.catalog.effective().services.find((s) => s.fqn === SERVICE.fqn) as PgServiceConfig).upstream.password).toBe('upstream-secret-2');
+    expect((api.catalog.effective().services.find((s) => s.fqn === SERVICE.fqn) as ServiceConfig).upstream.password).toBe('upstream-secret-2');
   });
 });
 

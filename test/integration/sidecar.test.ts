@@ -5,9 +5,12 @@
 // the same addresses. Covered: the data plane serves its realm only; readiness and the
 // connected metric; API revocation and creation reach it within a second; with the control plane
 // killed it keeps serving, restarts from its 0600 disk cache, and applies the changes made
-// meanwhile once the control plane is back.
+// meanwhile once the control plane is back. The data plane's SCRAM salts (an unknown user's too)
+// derive from the control plane's salt secret, received with the snapshot, also after a restart.
+// B1 also listens on a Unix socket file: its listen list reaches the data plane through the
+// snapshot and its cache.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -16,6 +19,8 @@ import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-ser
 import { freePorts } from '../harness/ports.js';
 import { SEMPIPE_BIN, spawnSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
 import { run, type RunResult } from '../harness/run.js';
+import { scramServerFirst } from '../harness/scram-probe.js';
+import { deriveScramSalt } from '../../protocols/postgres/auth/scram-mock.js';
 
 const TOKEN = 'sidecar-test-token-7d3e91';
 const SERVICE = 'service::/shared::db';
@@ -48,7 +53,7 @@ const targets = new Map<string, Target>();
 function cpYaml(withB1: boolean, withB5: boolean): string {
   const binding = (fqn: string, port: number, user: string): string => `  - fqn: ${fqn}
     service: ${SERVICE}
-    listen: 127.0.0.1:${port}
+    listen: ${fqn === B1 ? `[127.0.0.1:${port}, "unix:${b1Socket()}"]` : `127.0.0.1:${port}`}
     database: orders
     clients: [ { user: ${user}, password: ${user}-secret } ]
 `;
@@ -130,11 +135,31 @@ async function eventually(check: () => Promise<boolean> | boolean, timeoutMs: nu
   }
 }
 
+/** B1's socket file, named so that libpq finds it from the directory and the port. */
+const b1Socket = (): string => join(dir, `.s.PGSQL.${p1}`);
+
+function psqlOverB1Socket(sql: string): Promise<RunResult> {
+  return run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', dir, '-p', String(p1), '-U', 'one', '-d', 'orders', '-c', sql], { env: { PGPASSWORD: 'one-secret' } });
+}
+
 function psql(fqn: string, sql: string): Promise<RunResult> {
   const t = targets.get(fqn)!;
   return run('psql', ['-X', '-v', 'ON_ERROR_STOP=1', '-At', '-h', '127.0.0.1', '-p', String(t.port), '-U', t.user, '-d', 'orders', '-c', sql], {
     env: { PGPASSWORD: t.password },
   });
+}
+
+/** The salts 10 SCRAM starts for `user` on `fqn` were shown, all open at once (so both workers answer). */
+async function saltsOf(fqn: string, user: string): Promise<Set<string>> {
+  const firsts = await Promise.all(Array.from({ length: 10 }, () => scramServerFirst(targets.get(fqn)!.port, user, 'orders')));
+  firsts.forEach((f) => f.close());
+  return new Set(firsts.map((f) => f.salt));
+}
+
+/** The salt the control plane's secret (its state_dir's key file) gives `user` on `fqn`. */
+function controlPlaneSalt(fqn: string, user: string): string {
+  const secret = Buffer.from(readFileSync(join(dir, 'state', 'salt-secret.key'), 'utf8').trim());
+  return deriveScramSalt(secret, fqn, user).toString('base64');
 }
 
 async function createApiBinding(fqn: string): Promise<void> {
@@ -188,6 +213,7 @@ describe('a data plane following a control plane', () => {
 
     expect(await tryConnect(B1)).toBeUndefined();
     expect((await psql(B1, 'select current_database()')).stdout.trim()).toBe(server.database);
+    expect((await psqlOverB1Socket('select current_user')).stdout.trim()).toBe(server.user);
     expect(await tryConnect(B2)).toBeUndefined();
     // Which process carries which session: the control plane lists its own workers' sessions only.
     const one = await open(B1);
@@ -202,8 +228,16 @@ describe('a data plane following a control plane', () => {
     const cache = join(cacheDir, 'control-plane-cache', 'snapshot.json');
     expect(statSync(cache).mode & 0o777).toBe(0o600);
     expect(statSync(join(cacheDir, 'control-plane-cache')).mode & 0o777).toBe(0o700);
-    const cached = JSON.parse(readFileSync(cache, 'utf8')) as { bindings: Array<{ fqn: string }> };
+    const cached = JSON.parse(readFileSync(cache, 'utf8')) as { bindings: Array<{ fqn: string; listen: unknown }> };
     expect(cached.bindings.map((b) => b.fqn)).toEqual([B1]);
+    expect(cached.bindings[0]!.listen).toEqual([{ host: '127.0.0.1', port: p1 }, { path: b1Socket() }]);
+  });
+
+  test('the data plane\'s SCRAM salts, an unknown user\'s included, derive from the control plane\'s salt secret', async () => {
+    expect(await saltsOf(B1, 'ghost')).toEqual(new Set([controlPlaneSalt(B1, 'ghost')]));
+    expect(await saltsOf(B1, 'one')).toEqual(new Set([controlPlaneSalt(B1, 'one')]));
+    const cached = JSON.parse(readFileSync(join(cacheDir, 'control-plane-cache', 'snapshot.json'), 'utf8')) as { saltSecret?: string };
+    expect(cached.saltSecret).toBe(readFileSync(join(dir, 'state', 'salt-secret.key'), 'utf8').trim());
   });
 
   test('a binding created in team-a through the API is served by the data plane within a second', async () => {
@@ -262,8 +296,10 @@ describe('a data plane following a control plane', () => {
     expect(fromCache.body).toMatchObject({ status: 'ready', control_plane: 'disconnected', state: 'last good state (cache)' });
     expect(await dp.metric('sempipe_control_plane_connected')).toBe(0);
     expect(await tryConnect(B1)).toBeUndefined();
+    expect((await psqlOverB1Socket('select 1')).stdout.trim()).toBe('1');
     expect(await tryConnect(B3)).toBeUndefined();
     expect(statSync(join(cacheDir, 'control-plane-cache', 'snapshot.json')).mode & 0o777).toBe(0o600);
+    expect(await saltsOf(B1, 'ghost')).toEqual(new Set([controlPlaneSalt(B1, 'ghost')]));
     const stillOnB1 = await open(B1);
 
     // Meanwhile the operator removes B1 from the control plane's file and adds B5 to team-a.
@@ -274,6 +310,7 @@ describe('a data plane following a control plane', () => {
     expect(err.code).toBe('57P01');
     await eventually(async () => (await tryConnect(B5)) === undefined, 2000);
     await eventually(async () => /ECONNREFUSED/.test((await tryConnect(B1))?.message ?? ''), 2000);
+    await eventually(() => !existsSync(b1Socket()), 2000);
     expect(await tryConnect(B3)).toBeUndefined();
     expect(await tryConnect(B2)).toBeUndefined();
     expect((await readyz(dp)).body).toMatchObject({ status: 'ready', control_plane: 'connected', state: 'live' });

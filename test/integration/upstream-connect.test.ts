@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { serialize } from 'pg-protocol';
 import { Parser } from 'pg-protocol/dist/parser.js';
@@ -51,6 +52,34 @@ async function failure(t: UpstreamTarget): Promise<UpstreamError> {
   const err = await connectUpstream(t).then(() => undefined, (e: unknown) => e);
   expect(err).toBeInstanceOf(UpstreamError);
   return err as UpstreamError;
+}
+
+/** The client-facing message names neither host nor port; the operator's `address` does. */
+function expectNoAddress(err: UpstreamError, port: number): void {
+  expect(err.message).not.toContain('127.0.0.1');
+  expect(err.message).not.toContain(String(port));
+  expect(err.address).toBe(`127.0.0.1:${port}`);
+}
+
+/**
+ * A TCP server that accepts connections and never sends a byte: a hung server as a client sees
+ * it (not a stand-in for PostgreSQL; it speaks no protocol at all).
+ */
+async function silentServer(): Promise<{ port: number; accepted(): number; close(): Promise<void> }> {
+  const sockets: Socket[] = [];
+  const server = createServer((s) => {
+    s.on('error', () => undefined);
+    sockets.push(s);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as AddressInfo).port,
+    accepted: () => sockets.length,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
 
 /** Sends a simple Query over the relay socket and reads until ReadyForQuery. */
@@ -130,7 +159,8 @@ describe('authentication methods', () => {
     const err = await failure(target(s, { password: 'not-the-password-x9' }));
     expect(err.code).toBe('08006');
     expect(err.upstreamSqlState).toBe('28P01');
-    expect(err.message).toBe(`upstream for ${FQN} at ${s.host}:${s.port} refused sempipe's credentials (28P01)`);
+    expect(err.message).toBe(`upstream for ${FQN} refused sempipe's credentials (28P01)`);
+    expectNoAddress(err, s.port);
     expect(err.message).not.toContain('not-the-password-x9');
     expect(err.message).not.toContain(s.password);
   });
@@ -191,13 +221,15 @@ describe('TLS modes', () => {
     const other = makeCertificate(dir, 'localhost');
     const err = await failure(target(scramTls, { tls: 'verify-full', ca: other.certFile })).finally(() => rmSync(dir, { recursive: true }));
     expect(err.code).toBe('08001');
-    expect(err.message).toContain(`upstream for ${FQN} at ${scramTls.host}:${scramTls.port} is unreachable: self-signed certificate`);
+    expect(err.message).toMatch(new RegExp(`^upstream for ${FQN} is unreachable: TLS handshake failed \\([A-Z_]+\\)$`));
+    expectNoAddress(err, scramTls.port);
+    expect(err.reason).toContain('self-signed certificate');
   });
 
-  test('verify-full with an unreadable CA file: 08001 naming the file', async () => {
+  test('verify-full with an unreadable CA file: 08001; the file is named to the operator only', async () => {
     const err = await failure(target(scramTls, { tls: 'verify-full', ca: '/nonexistent/ca.pem' }));
-    expect(err).toMatchObject({ code: '08001' });
-    expect(err.message).toContain('/nonexistent/ca.pem');
+    expect(err).toMatchObject({ code: '08001', message: `upstream for ${FQN} is unreachable: its TLS CA file cannot be read` });
+    expect(err.reason).toContain('/nonexistent/ca.pem');
   });
 
   test('require against a server without TLS: 08001', async () => {
@@ -208,13 +240,32 @@ describe('TLS modes', () => {
 });
 
 describe('unreachable and slow servers', () => {
-  test('a closed port fails fast with 08001 naming the service and address', async () => {
+  test('a closed port fails fast with 08001 naming the service and the kind of failure; the address is for the operator', async () => {
     const port = await freePort();
     const started = Date.now();
     const err = await failure({ ...target(md5), port });
     expect(Date.now() - started).toBeLessThan(2000);
     expect(err.code).toBe('08001');
-    expect(err.message).toBe(`upstream for ${FQN} at 127.0.0.1:${port} is unreachable: connect ECONNREFUSED 127.0.0.1:${port}`);
+    expect(err.message).toBe(`upstream for ${FQN} is unreachable: connection refused`);
+    expectNoAddress(err, port);
+    expect(err.reason).toBe(`connect ECONNREFUSED 127.0.0.1:${port}`);
+  });
+
+  test.each([
+    ['disable', 'authenticating'],
+    ['require', 'negotiating TLS'],
+  ] as const)('a TCP server that accepts but never answers (tls: %s) times out with 08001 while %s', async (mode, phase) => {
+    const silent = await silentServer();
+    try {
+      const started = Date.now();
+      const err = await failure({ ...target(md5, { connectTimeoutMs: 300, tls: mode }), port: silent.port });
+      expect(Date.now() - started).toBeLessThan(2000);
+      expect(err).toMatchObject({ code: '08001', message: `upstream for ${FQN} is unreachable: timed out after 300 ms while ${phase}` });
+      expectNoAddress(err, silent.port);
+      expect(silent.accepted()).toBe(1);
+    } finally {
+      await silent.close();
+    }
   });
 
   test('a server that accepts but never answers (postmaster stopped with SIGSTOP) times out with 08001', async () => {
@@ -225,7 +276,7 @@ describe('unreachable and slow servers', () => {
       const err = await failure(target(trust, { connectTimeoutMs: 300 }));
       expect(Date.now() - started).toBeLessThan(2000);
       expect(err.code).toBe('08001');
-      expect(err.message).toMatch(/timed out after 300 ms/);
+      expect(err.message).toBe(`upstream for ${FQN} is unreachable: timed out after 300 ms while authenticating`);
     } finally {
       process.kill(pid, 'SIGCONT');
     }

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import tls from 'node:tls';
 import { makeCertificate, type Certificate } from '../../../test/harness/certs.js';
 import { createScramServer, handleClientFinal, handleClientFirst, scramMechanisms, tlsServerEndPoint, type ScramServerOptions } from './scram-server.js';
+import { scramMockSettings } from './scram-mock.js';
 import { createScramVerifier, parseScramVerifier } from './scram-verifier.js';
 
 interface SaslSession { mechanism: string; response: string }
@@ -62,16 +63,29 @@ describe('SCRAM-SHA-256 without channel binding', () => {
   });
 
   test('unknown user: a mock exchange that fails like a wrong password, with a stable salt per user', async () => {
-    const secret = Buffer.alloc(32, 7);
-    const a = await exchange('whatever', { verifier: undefined, user: 'ghost', mockSecret: secret });
-    const b = await exchange('whatever', { verifier: undefined, user: 'ghost', mockSecret: secret });
-    const c = await exchange('whatever', { verifier: undefined, user: 'phantom', mockSecret: secret });
+    const mock = scramMockSettings(Buffer.alloc(32, 7), 'binding::/t::b', [verifier]);
+    const a = await exchange('whatever', { verifier: undefined, user: 'ghost', mock });
+    const b = await exchange('whatever', { verifier: undefined, user: 'ghost', mock: { ...mock, secret: Buffer.alloc(32, 7) } });
+    const c = await exchange('whatever', { verifier: undefined, user: 'phantom', mock });
     expect(a.final).toMatchObject({ ok: false, badPassword: true });
     const salt = (r: typeof a) => (r.first.ok ? /,s=([^,]+),i=4096$/.exec(r.first.serverFirst)?.[1] : undefined);
     expect(salt(a)).toBeDefined();
     expect(salt(a)).toBe(salt(b));
     expect(salt(a)).not.toBe(salt(c));
     expect(Buffer.from(salt(a)!, 'base64').length).toBe(verifier.salt.length);
+  });
+
+  test('unknown user: the server-first message has the shape of a real user\'s (nonce, salt length, iterations)', () => {
+    const real = parseScramVerifier(createScramVerifier('pw', 10_000, Buffer.alloc(20, 1)))!;
+    const mock = scramMockSettings(Buffer.alloc(32, 7), 'binding::/t::b', [real]);
+    const shape = (opts: ScramServerOptions) => {
+      const r = handleClientFirst(createScramServer(opts), 'SCRAM-SHA-256', Buffer.from('n,,n=,r=clientnonce'));
+      const m = r.ok ? /^r=clientnonce([^,]+),s=([^,]+),i=(\d+)$/.exec(r.serverFirst) : null;
+      return m ? { nonce: m[1]!.length, salt: Buffer.from(m[2]!, 'base64').length, iterations: Number(m[3]) } : undefined;
+    };
+    const known = shape({ verifier: real, user: 'api', mock });
+    expect(known).toEqual({ nonce: 24, salt: 20, iterations: 10_000 });
+    expect(shape({ verifier: undefined, user: 'ghost', mock })).toEqual(known);
   });
 
   test('the user name in client-first is ignored (PostgreSQL takes it from the startup packet)', () => {

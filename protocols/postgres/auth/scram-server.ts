@@ -4,9 +4,10 @@
 // the step it happened in. Reasons are for logs only: the client gets PostgreSQL's generic errors.
 // Follows PostgreSQL's auth-scram.c: the user name in client-first is ignored (the startup message
 // decides), authzid and mandatory extensions are refused, an unknown user runs a mock exchange with
-// a salt derived from the user name so it cannot be told apart from a wrong password.
-import { createHash, createHmac, randomBytes, X509Certificate } from 'node:crypto';
+// a salt derived from the user name so it cannot be told apart from a wrong password (scram-mock.ts).
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { createRequire } from 'node:module';
+import { mockVerifier, type ScramMockSettings } from './scram-mock.js';
 import { decodeBase64, DEFAULT_SALT_LENGTH, DEFAULT_SCRAM_ITERATIONS, scramClientProofMatches, scramServerSignature, type ScramVerifier } from './scram-verifier.js';
 
 const require = createRequire(import.meta.url);
@@ -19,8 +20,11 @@ export const SCRAM_SHA_256_PLUS = 'SCRAM-SHA-256-PLUS';
 const CHANNEL_BINDING_TYPE = 'tls-server-end-point';
 /** PostgreSQL's SCRAM_RAW_NONCE_LEN. */
 const SERVER_NONCE_BYTES = 18;
-/** Keys the mock salts of unknown users when no shared secret is configured (one per process). */
-const PROCESS_MOCK_SECRET = randomBytes(32);
+/**
+ * For a process given no salt secret (the single-process demo): its unknown users' salts are stable
+ * only while it runs. `sempipe proxy` always passes the installation's shared secret.
+ */
+const PROCESS_MOCK: ScramMockSettings = { secret: randomBytes(32), scope: '', iterations: DEFAULT_SCRAM_ITERATIONS, saltLength: DEFAULT_SALT_LENGTH };
 
 export interface ScramServerOptions {
   /** undefined = unknown user: run a mock exchange with a deterministic fake salt, then fail. */
@@ -29,8 +33,8 @@ export interface ScramServerOptions {
   channelBinding?: Buffer;
   /** The startup user name; keys the mock salt so one unknown user always sees the same salt. */
   user?: string;
-  /** Secret for the mock salts, shared by all workers so they hand out the same fake salt. */
-  mockSecret?: Buffer;
+  /** The binding's mock settings, with the secret all workers share so they hand out the same fake salt. */
+  mock?: ScramMockSettings;
 }
 
 export type ScramStep = 'client-first' | 'client-final' | 'done' | 'failed';
@@ -54,20 +58,12 @@ export function scramMechanisms(tls: boolean): string[] {
   return tls ? [SCRAM_SHA_256_PLUS, SCRAM_SHA_256] : [SCRAM_SHA_256];
 }
 
-function mockVerifier(user: string, secret: Buffer): ScramVerifier {
-  const seed = createHmac('sha256', secret).update(user).digest();
-  return {
-    iterations: DEFAULT_SCRAM_ITERATIONS,
-    salt: seed.subarray(0, DEFAULT_SALT_LENGTH),
-    storedKey: createHmac('sha256', seed).update('StoredKey').digest(),
-    serverKey: createHmac('sha256', seed).update('ServerKey').digest(),
-  };
-}
-
 export function createScramServer(opts: ScramServerOptions): ScramServerSession {
+  // Derived for a known user too, so that answering a startup costs the same work whether the user exists.
+  const mock = mockVerifier(opts.mock ?? PROCESS_MOCK, opts.user ?? '');
   return {
     step: 'client-first',
-    verifier: opts.verifier ?? mockVerifier(opts.user ?? '', opts.mockSecret ?? PROCESS_MOCK_SECRET),
+    verifier: opts.verifier ?? mock,
     mock: opts.verifier === undefined,
     channelBinding: opts.channelBinding,
     gs2Header: '',
