@@ -27,6 +27,7 @@ import { MysqlUpstreamError } from '../protocols/mysql/upstream-connect.js';
 import type { Logger } from 'pino';
 import { createHttpBindingRuntime, retainHttpPools, type HttpBindingRuntime } from '../protocols/http/binding-runtime.js';
 import { handleHttpConnection, retainHttpServers } from '../protocols/http/binding-server.js';
+import { loadRefusalResponse } from '../protocols/http/problems.js';
 import { classifyRequest } from '../protocols/http/request-class.js';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
@@ -40,6 +41,7 @@ export const protocolRefusalReplies: Record<string, Buffer> = {
   postgres: errorResponse(pgErrors.tooManyClients()),
   // MySQL's and MariaDB's answer at max_connections: ER_CON_COUNT_ERROR in place of the greeting.
   mysql: greetingErrPacket(1040, 'Too many connections'),
+  http: loadRefusalResponse(),
 };
 
 /**

@@ -41,6 +41,8 @@ interface HttpConnection {
   inFlight: number;
   /** Set by a drain: the connection ends once no request is in flight. */
   draining: boolean;
+  /** A request presented a valid token: the data plane no longer counts or times the connection as pending auth. */
+  authenticated: boolean;
   readonly clientAddress: string;
   readonly clientIp: string;
   readonly proto: 'http' | 'https';
@@ -105,6 +107,7 @@ export function handleHttpConnection(socket: Socket, runtime: HttpBindingRuntime
     proto: runtime.tls === undefined ? 'http' : 'https',
     inFlight: 0,
     draining: false,
+    authenticated: false,
   };
   bs.connections.add(conn);
   socket.once('close', () => {
@@ -246,6 +249,12 @@ async function admitRequest(bs: BindingServer, req: IncomingMessage, answer: Ans
     reportAuthFailure(rt.stages, rt.fqn, conn, req.headers.authorization === undefined ? 'missing_token' : 'bad_token');
     answer({ code: 'unauthorized', detail: `binding ${rt.fqn} needs a valid bearer token` }, false);
     return undefined;
+  }
+  // Until now the connection counted against limits.max_pending_auth and would be closed at the auth
+  // deadline; an authenticated keep-alive connection or WebSocket may then last as long as it is used.
+  if (!conn.authenticated) {
+    conn.authenticated = true;
+    bs.host.authenticated(conn.socket);
   }
   const session = await sessionFor(bs, conn, client.name);
   if (!('pipeline' in session)) {

@@ -64,3 +64,29 @@ export function problemResponseBytes(binding: string, problem: Problem): string 
   const lines = Object.entries(problemHeaders(binding, problem, body, true)).map(([k, v]) => `${k}: ${v}\r\n`);
   return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${lines.join('')}\r\n${body}`;
 }
+
+/** Seconds a client refused for load is asked to wait before it connects again. */
+const LOAD_REFUSAL_RETRY_AFTER_S = 1;
+
+/**
+ * The answer to a connection the data plane refuses for load (limits.max_pending_auth) before
+ * reading anything from it, as PostgreSQL answers 53300: one write, the same for every binding, so
+ * it names none. A TLS binding's client cannot read it (it expects a handshake) and sees a close.
+ */
+export function loadRefusalResponse(): Buffer {
+  const status = 503;
+  const body = JSON.stringify({
+    type: 'https://sempipe.dev/problems/service_unavailable',
+    title: 'too many connections waiting to authenticate',
+    status,
+    detail: 'sempipe refused the connection for load (limits.max_pending_auth); retry later',
+  });
+  const headers = [
+    `content-type: ${PROBLEM_CONTENT_TYPE}`,
+    `content-length: ${Buffer.byteLength(body)}`,
+    'cache-control: no-store',
+    `retry-after: ${LOAD_REFUSAL_RETRY_AFTER_S}`,
+    'connection: close',
+  ];
+  return Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${headers.join('\r\n')}\r\n\r\n${body}`);
+}
