@@ -278,11 +278,19 @@ describe('streaming and failures', () => {
   it('answers 502 when the upstream is down and 504 when it is too slow, and counts upstream errors', async () => {
     const down = await request(`${base('down').replace(String(ports.down), String(ports.down + 1))}/json`, { headers: auth });
     expect(down.statusCode).toBe(502);
-    expect(await down.body.json()).toMatchObject({ status: 502, binding: 'binding::/test::down', detail: expect.stringContaining('ECONNREFUSED') });
+    const downBody = await down.body.text();
+    expect(JSON.parse(downBody)).toMatchObject({ status: 502, binding: 'binding::/test::down', detail: expect.stringContaining('ECONNREFUSED') });
     const slow = await request(`${base('slow')}/slow?ms=3000`, { headers: auth });
     expect(slow.statusCode).toBe(504);
     expect(slow.headers['content-type']).toBe('application/problem+json');
-    expect(await slow.body.json()).toMatchObject({ status: 504, binding: 'binding::/test::slow' });
+    const slowBody = await slow.body.text();
+    expect(JSON.parse(slowBody)).toMatchObject({ status: 504, binding: 'binding::/test::slow' });
+    // Where the upstream is goes to the operator log only, never to the client (issue 24 part 4).
+    for (const [body, upstreamPort] of [[downBody, ports.down], [slowBody, upstream.port]] as const) {
+      expect(body).not.toContain('127.0.0.1');
+      expect(body).not.toContain(String(upstreamPort));
+      expect(body).not.toContain('http://');
+    }
     expect(upstreamErrors).toEqual(expect.arrayContaining(['binding::/test::down ECONNREFUSED', 'binding::/test::slow UND_ERR_HEADERS_TIMEOUT']));
     // Other bindings keep working.
     expect((await request(`${base('plain')}/json`, { headers: auth })).statusCode).toBe(200);
