@@ -34,12 +34,13 @@ let dir: string;
 let certs: { certFile: string; keyFile: string };
 const ports: Record<'plain' | 'tls' | 'down' | 'slow' | 'small', number> = { plain: 0, tls: 0, down: 0, slow: 0, small: 0 };
 const upstreamErrors: string[] = [];
+const socketFile = (): string => join(dir, 'plain.sock');
 
 function yaml(): string {
   const binding = (name: string, service: string, port: number, extra = ''): string => `
   - fqn: binding::/test::${name}
     service: service::/test::${service}
-    listen: 127.0.0.1:${port}
+    listen: [ "127.0.0.1:${port}"${name === 'plain' ? `, "unix:${socketFile()}"` : ''} ]
     auth: bearer
     clients: [ { name: job, token: ${TOKEN} } ]
     header_timeout: 1s${extra}`;
@@ -152,6 +153,16 @@ describe('headers', () => {
     expect(r.headers['x-hop']).toBeUndefined();
     expect(r.headers['keep-alive']).not.toBe('timeout=5');
     expect(r.headers.via).toBe('1.1 sempipe');
+  });
+
+  it('serves a Unix socket in the binding\'s listen list like its TCP address; X-Forwarded-For says "unknown"', async () => {
+    const { stdout } = await run('curl', ['-sS', '--unix-socket', socketFile(), '-H', `Authorization: Bearer ${TOKEN}`, 'http://localhost/echo']);
+    const seen = JSON.parse(stdout) as { headers: Record<string, string> };
+    expect(seen.headers['x-api-key']).toBe(SERVICE_KEY);
+    expect(seen.headers.authorization).toBeUndefined();
+    expect(seen.headers['x-forwarded-for']).toBe('unknown');
+    const { stdout: refused } = await run('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code}', '--unix-socket', socketFile(), 'http://localhost/echo']);
+    expect(refused).toBe('401');
   });
 
   it('serves TLS to the client and verifies the https upstream against its ca, injecting a bearer credential', async () => {
