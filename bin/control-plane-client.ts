@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { request } from 'undici';
-import { defaultLimits, type ListenAddress, type SempipeConfig } from '../control/config.js';
+import { defaultLimits, type AnyBindingConfig, type AnyServiceConfig, type ListenAddress, type SempipeConfig } from '../control/config.js';
 import type { DataPlaneSnapshot } from '../control/dataplane-snapshot.js';
 
 export interface ControlPlaneClientOptions {
@@ -144,16 +144,17 @@ export class ControlPlaneClient {
       // A snapshot cached by an older sempipe lacks the limits added since: those take their defaults.
       limits: { ...defaultLimits(), ...s.limits },
       audit: { ...s.audit, destination: local.auditDestination },
+      // The snapshot keeps each resource's own protocol shape; only the file references change.
       services: s.services.map(({ upstream: { caPem, ...upstream }, ...rest }) => ({
         ...rest,
         upstream: { ...upstream, ...(caPem ? { ca: this.pemFile(caPem, 'ca.pem') } : {}) },
-      })),
+      }) as AnyServiceConfig),
       bindings: s.bindings.map(({ tls, listen, ...rest }) => ({
         ...rest,
         // A snapshot from a control plane older than Unix-socket listeners (or cached by one) carries one address.
         listen: Array.isArray(listen) ? listen : [listen as unknown as ListenAddress],
-        ...(tls ? { tls: { cert: this.pemFile(tls.certPem, 'crt'), key: this.pemFile(tls.keyPem, 'key'), required: tls.required } } : {}),
-      })),
+        ...(tls ? { tls: { cert: this.pemFile(tls.certPem, 'crt'), key: this.pemFile(tls.keyPem, 'key'), ...(tls.required !== undefined && { required: tls.required }) } } : {}),
+      }) as AnyBindingConfig),
       policies: s.policies,
       ...(s.saltSecret !== undefined && { saltSecret: s.saltSecret }),
     };

@@ -38,6 +38,7 @@ export interface Command {
 type Row = Record<string, unknown>;
 
 const SECRET_HINT = 'Shown only this once: sempipe keeps only a SCRAM verifier of this password, not the password itself.';
+const TOKEN_HINT = 'Shown only this once: sempipe keeps only the SHA-256 of this token, not the token itself.';
 
 function fqnArg(text: string, type: FqnType): string {
   try {
@@ -150,11 +151,17 @@ function printCredentials(out: Output, body: unknown, verb: string): void {
     const b = (body ?? {}) as Row;
     out.line(`${String(b.fqn)} ${verb}`);
     out.table(
-      [
-        ['user', b.user],
-        ['password', b.password],
-        ['uri', b.uri],
-      ],
+      b.token !== undefined
+        ? [
+            ['client', b.client],
+            ['token', b.token],
+            ['url', b.url],
+          ]
+        : [
+            ['user', b.user],
+            ['password', b.password],
+            ['uri', b.uri],
+          ],
       [
         { header: 'FIELD', value: (r) => r[0] },
         { header: 'VALUE', value: (r) => r[1] },
@@ -162,7 +169,7 @@ function printCredentials(out: Output, body: unknown, verb: string): void {
       '',
     );
   }
-  out.note(SECRET_HINT);
+  out.note((body as Row | undefined)?.token !== undefined ? TOKEN_HINT : SECRET_HINT);
 }
 
 /** The verdict first, then what the statement was classified as, then the policies that applied. */
@@ -245,20 +252,24 @@ export const COMMANDS: readonly Command[] = [
   deleteCommand('services', 'services', 'delete', 'service', 'deleted'),
   {
     name: 'services rotate',
-    synopsis: 'FQN --password-stdin',
-    summary: "replace the service's upstream password (read from stdin); open sessions keep running",
+    synopsis: 'FQN --password-stdin [--header NAME | --bearer]',
+    summary:
+      "replace the service's upstream password (read from stdin); open sessions keep running. HTTP services: the secret becomes the value of header NAME, or the upstream bearer token",
     args: ['FQN'],
-    options: ['password-stdin'],
+    options: ['password-stdin', 'header', 'bearer'],
     async run({ api, out, args, options }) {
       const fqn = fqnArg(args[0]!, 'service');
       if (options['password-stdin'] !== true && process.stdin.isTTY !== true) {
-        throw new UsageError('services rotate reads the new password with --password-stdin');
+        throw new UsageError('services rotate reads the new secret with --password-stdin');
       }
-      const password = await readSecret('New upstream password: ');
-      if (password === '') throw new UsageError('empty password');
-      const { body } = await api.call('POST', path('services', fqn, 'rotate'), { password });
-      if (out.json) out.raw(body ?? { fqn, rotated: true });
-      else out.line(`${fqn}: upstream password rotated; new upstream connections use it`);
+      const header = str(options, 'header');
+      if (header !== undefined && options.bearer === true) throw new UsageError('give --header NAME or --bearer, not both');
+      const password = await readSecret('New upstream secret: ');
+      if (password === '') throw new UsageError('empty secret');
+      const body = header !== undefined ? { headers: { [header]: password } } : options.bearer === true ? { bearer: password } : { password };
+      const answer = await api.call('POST', path('services', fqn, 'rotate'), body);
+      if (out.json) out.raw(answer.body ?? { fqn, rotated: true });
+      else out.line('password' in body ? `${fqn}: upstream password rotated; new upstream connections use it` : `${fqn}: upstream credential rotated; the next request carries it`);
     },
   },
   {

@@ -28,6 +28,8 @@ const OPTIONS = {
   sql: { type: 'string' },
   replication: { type: 'string' },
   'password-stdin': { type: 'boolean' },
+  header: { type: 'string' },
+  bearer: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
 const GLOBAL_HELP = `--admin URL   the admin listener (else SEMPIPE_ADMIN_URL, else ${DEFAULT_ADMIN_URL})

@@ -1,17 +1,17 @@
 // The composition root shared by the primary, the workers and the demo: which protocols exist,
 // which stages every session runs, and how a config becomes the data plane's binding specs.
-import { isUnixSocket, type AnyBindingConfig, type SempipeConfig } from '../control/config.js';
+import { isUnixSocket, type AnyBindingConfig, type HttpServiceConfig, type SempipeConfig, type ServiceConfig } from '../control/config.js';
 import { parseFqn, parseRealm, realmCovers } from '../control/fqn.js';
 import type { AuditLog } from '../control/audit.js';
 import type { Metrics } from '../control/metrics.js';
 import { createAuditStage } from '../control/stages/audit-stage.js';
 import { createMetricsStage, recordUpstreamError } from '../control/stages/metrics-stage.js';
 import type { PolicySet } from '../control/policy/policy-set.js';
-import { createPolicyStage } from '../control/stages/policy-stage.js';
+import { createPolicyStage, type Classification } from '../control/stages/policy-stage.js';
 import type { SessionSlots } from '../proxy/session-slots.js';
 import { classifyForSession } from '../protocols/postgres/replication-commands.js';
 import type { BindingSpec, ConnectionHandler, DataPlaneOptions, PendingAuthLimits } from '../proxy/data-plane.js';
-import type { StageFactory } from '../proxy/stage.js';
+import type { SessionInfo, StageFactory } from '../proxy/stage.js';
 import { deriveScramSalt } from '../protocols/postgres/auth/scram-mock.js';
 import { createScramVerifier, DEFAULT_SCRAM_ITERATIONS } from '../protocols/postgres/auth/scram-verifier.js';
 import { createPgBindingRuntime, type PgBindingRuntime } from '../protocols/postgres/binding-runtime.js';
@@ -25,10 +25,15 @@ import { handleMysqlConnection } from '../protocols/mysql/session.js';
 import { classifyMysql } from '../protocols/mysql/sql-classify.js';
 import { MysqlUpstreamError } from '../protocols/mysql/upstream-connect.js';
 import type { Logger } from 'pino';
+import { createHttpBindingRuntime, retainHttpPools, type HttpBindingRuntime } from '../protocols/http/binding-runtime.js';
+import { handleHttpConnection, retainHttpServers } from '../protocols/http/binding-server.js';
+import { loadRefusalResponse } from '../protocols/http/problems.js';
+import { classifyRequest } from '../protocols/http/request-class.js';
 
 export const protocolHandlers: Record<string, ConnectionHandler> = {
   postgres: (socket, runtime, host, peer) => handlePgConnection(socket, runtime as PgBindingRuntime, host, peer),
   mysql: (socket, runtime, host, peer) => handleMysqlConnection(socket, runtime as MysqlBindingRuntime, host, peer),
+  http: (socket, runtime, host, peer) => handleHttpConnection(socket, runtime as HttpBindingRuntime, host, peer),
 };
 
 /** What each protocol answers a connection refused for load (DataPlaneOptions.refusalReplies). */
@@ -36,6 +41,7 @@ export const protocolRefusalReplies: Record<string, Buffer> = {
   postgres: errorResponse(pgErrors.tooManyClients()),
   // MySQL's and MariaDB's answer at max_connections: ER_CON_COUNT_ERROR in place of the greeting.
   mysql: greetingErrPacket(1040, 'Too many connections'),
+  http: loadRefusalResponse(),
 };
 
 /**
@@ -59,8 +65,9 @@ export function pendingAuthLimits(config: SempipeConfig): PendingAuthLimits {
 export function prepareCredentials(config: SempipeConfig): SempipeConfig {
   const secret = config.saltSecret === undefined ? undefined : Buffer.from(config.saltSecret, 'utf8');
   for (const b of config.bindings) {
-    // MySQL's plugins check hashes of their own, derived from the password (protocols/mysql/binding-runtime.ts).
-    if (b.protocol === 'mysql') continue;
+    // MySQL's plugins check hashes of their own, derived from the password (protocols/mysql/binding-runtime.ts);
+    // HTTP clients present tokens, kept as their SHA-256 only.
+    if (b.protocol === 'mysql' || b.protocol === 'http') continue;
     for (const c of b.clients) {
       if (c.verifier === undefined && c.password !== undefined) {
         const salt = secret === undefined ? undefined : deriveScramSalt(secret, b.fqn, c.user);
@@ -83,7 +90,11 @@ export interface PolicyWiring {
 export function createStages(metrics: Metrics, audit: AuditLog | undefined, policy: PolicyWiring): StageFactory[] {
   const stages = [createMetricsStage(metrics)];
   if (audit !== undefined) stages.push(createAuditStage(audit));
-  stages.push(createPolicyStage({ ...policy, classify: (text, session) => (session.protocol === 'mysql' ? classifyMysql(text) : classifyForSession(text, session.replication)), metrics }));
+  const classify = (text: string, session: SessionInfo): Classification =>
+    session.protocol === 'http' ? { statements: [classifyRequest(text)] }
+    : session.protocol === 'mysql' ? classifyMysql(text)
+    : classifyForSession(text, session.replication);
+  stages.push(createPolicyStage({ ...policy, classify, metrics }));
   return stages;
 }
 
@@ -102,16 +113,15 @@ export function unixSocketPaths(config: SempipeConfig): string[] {
 
 export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactory[]): BindingSpec[] {
   const services = new Map(config.services.map((s) => [s.fqn, s]));
-  return servedBindings(config).map((b) => ({
-    fqn: b.fqn,
-    protocol: services.get(b.service)!.protocol,
-    listen: b.listen,
-    ...(b.unixSocket !== undefined && { unixSocket: b.unixSocket }),
-    runtime:
-      b.protocol === 'mysql'
-        ? createMysqlBindingRuntime(b, services.get(b.service)!, config, stages)
-        : createPgBindingRuntime(b, services.get(b.service)!, config, stages),
-  }));
+  return servedBindings(config).map((b) => {
+    const service = services.get(b.service)!;
+    // The config loader fills in each binding's protocol from its service, so the two agree.
+    const runtime =
+      b.protocol === 'http' ? createHttpBindingRuntime(b, service as HttpServiceConfig, config.limits.connectTimeoutMs, stages)
+      : b.protocol === 'mysql' ? createMysqlBindingRuntime(b, service as ServiceConfig, config, stages)
+      : createPgBindingRuntime(b, service as ServiceConfig, config, stages);
+    return { fqn: b.fqn, protocol: service.protocol, listen: b.listen, ...(b.unixSocket !== undefined && { unixSocket: b.unixSocket }), runtime };
+  });
 }
 
 /**
@@ -120,6 +130,9 @@ export function bindingSpecs(config: SempipeConfig, stages: readonly StageFactor
  */
 export function retainProtocolState(specs: readonly BindingSpec[]): void {
   retainPooledUpstreams(specs.filter((s) => s.protocol === 'postgres').map((s) => s.runtime as PgBindingRuntime));
+  const http = specs.filter((s) => s.protocol === 'http').map((s) => s.runtime as HttpBindingRuntime);
+  retainHttpServers(http);
+  retainHttpPools(http);
 }
 
 /** Refusals are logged at most this often per process; the metric counts every one. */
@@ -149,7 +162,8 @@ export function dataPlaneReporting(metrics: Metrics, log: Logger): Pick<DataPlan
       const code =
         error instanceof UpstreamError ? (error.upstreamSqlState ?? error.code)
         : error instanceof MysqlUpstreamError ? String(error.upstreamErrno ?? 'connect')
-        : 'unknown';
+        // HTTP: Node's or undici's error code (ECONNREFUSED, UND_ERR_HEADERS_TIMEOUT, ...).
+        : ((error as { code?: unknown }).code?.toString() ?? 'unknown');
       recordUpstreamError(metrics, binding, code);
       // The client was told the service and the kind of failure; where the server is and what Node or
       // the server said about it goes here only.

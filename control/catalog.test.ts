@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CatalogError, openCatalog, type Catalog } from './catalog.js';
-import { parseConfig, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
+import { CatalogError, openCatalog, type Catalog, type IssuedCredentials } from './catalog.js';
+import { parseConfig, type BindingConfig, type HostPort, type SempipeConfig, type ServiceConfig } from './config.js';
 import { validatePolicy } from './policy/policy-schema.js';
 import { openStateStore } from './state-store.js';
 import { createScramVerifier, parseScramVerifier, verifyPasswordAgainstScram } from '../protocols/postgres/auth/scram-verifier.js';
@@ -18,6 +18,12 @@ afterEach(() => {
   for (const c of catalogs.splice(0)) c.close();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
+
+/** The credentials of a PostgreSQL binding (user, password, URI). */
+function pgCredentials(c: IssuedCredentials): Extract<IssuedCredentials, { password: string }> {
+  if (!('password' in c)) throw new Error('expected PostgreSQL credentials');
+  return c;
+}
 
 function tempDir(): string {
   const d = mkdtempSync(join(tmpdir(), 'sempipe-catalog-'));
@@ -86,14 +92,14 @@ describe('Catalog merge rules', () => {
   it('effective() holds the file resources and the API ones beside them', async () => {
     const c = open();
     c.createService(apiService);
-    const issued = await c.createBinding({ fqn: 'binding::/prod::cache-job', service: apiService.fqn, auth: 'scram-sha-256', allowPasswordWithoutTls: false });
+    const issued = pgCredentials(await c.createBinding({ fqn: 'binding::/prod::cache-job', service: apiService.fqn, auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
     const eff = c.effective();
     expect(eff.services.map((s) => s.fqn)).toEqual(['service::/prod::orders', 'service::/prod::cache']);
     expect(eff.bindings.map((b) => b.fqn)).toEqual(['binding::/prod::file-api', 'binding::/prod::cache-job']);
     const b = eff.bindings[1]!;
-    expect(b.database).toBe('cache');
+    expect((b as BindingConfig).database).toBe('cache');
     expect(b.clients).toEqual([{ user: 'cache-job', verifier: expect.stringMatching(/^SCRAM-SHA-256\$/) }]);
-    expect(verifyPasswordAgainstScram(issued.password, parseScramVerifier(b.clients[0]!.verifier!)!)).toBe(true);
+    expect(verifyPasswordAgainstScram(issued.password, parseScramVerifier((b as BindingConfig).clients[0]!.verifier!)!)).toBe(true);
     expect(eff.admin).toEqual(fileConfig().admin);
     expect(c.listServices().map((s) => [s.fqn, s.source])).toEqual([
       ['service::/prod::orders', 'file'],
@@ -149,7 +155,7 @@ ${fileService}
 
   it('suspends an API binding whose address a reloaded file takes, or whose service the file drops', async () => {
     const c = open();
-    const onFile = await c.createBinding({ fqn: 'binding::/prod::a', service: 'service::/prod::orders', listen: { host: '127.0.0.1', port: 17000 }, auth: 'scram-sha-256', allowPasswordWithoutTls: false });
+    const onFile = pgCredentials(await c.createBinding({ fqn: 'binding::/prod::a', service: 'service::/prod::orders', listen: { host: '127.0.0.1', port: 17000 }, auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
     expect(onFile.uri).toMatch(/@127\.0\.0\.1:17000\/orders$/);
     c.setFileConfig(
       fileConfig(`  - fqn: binding::/prod::b
@@ -203,12 +209,12 @@ ${fileService}
 
   it('rotates a binding: a new verifier for a new password, the old password stops matching', async () => {
     const c = open();
-    const first = await c.createBinding({ fqn: 'binding::/p::r', service: 'service::/prod::orders', user: 'reporter', auth: 'scram-sha-256', allowPasswordWithoutTls: false });
+    const first = pgCredentials(await c.createBinding({ fqn: 'binding::/p::r', service: 'service::/prod::orders', user: 'reporter', auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
     expect(first.user).toBe('reporter');
-    const second = c.rotateBinding('binding::/p::r');
+    const second = pgCredentials(c.rotateBinding('binding::/p::r'));
     expect(second.password).not.toBe(first.password);
     expect(second.uri).toBe(`postgres://reporter:${second.password}@${c.getBinding('binding::/p::r').listen}/orders`);
-    const verifier = parseScramVerifier(c.effective().bindings.find((b) => b.fqn === 'binding::/p::r')!.clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((c.effective().bindings.find((b) => b.fqn === 'binding::/p::r') as BindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(second.password, verifier)).toBe(true);
     expect(verifyPasswordAgainstScram(first.password, verifier)).toBe(false);
     expect(refusal(() => c.rotateBinding('binding::/p::missing')).code).toBe('not_found');
@@ -222,7 +228,7 @@ ${fileService}
     c.updateService(apiService.fqn, { ...apiService, upstream: { ...noPassword, port: 6543 } });
     expect(c.effective().services[1]!.upstream).toMatchObject({ port: 6543, password: 'api-up-pw' });
     c.rotateService(apiService.fqn, 'rotated-up-pw');
-    expect(c.effective().services[1]!.upstream.password).toBe('rotated-up-pw');
+    expect((c.effective().services[1] as ServiceConfig).upstream.password).toBe('rotated-up-pw');
     expect(c.getService(apiService.fqn).upstream).not.toHaveProperty('password');
     expect(refusal(() => c.updateService(apiService.fqn, { ...apiService, fqn: 'service::/prod::other' })).path).toBe('fqn');
 
@@ -292,7 +298,7 @@ ${fileService}
     const c = open(dir);
     c.createService(apiService);
     await c.createBinding({ fqn: 'binding::/p::keep', service: apiService.fqn, auth: 'scram-sha-256', allowPasswordWithoutTls: false });
-    const rotated = c.rotateBinding('binding::/p::keep');
+    const rotated = pgCredentials(c.rotateBinding('binding::/p::keep'));
     c.rotateService(apiService.fqn, 'after-rotation');
     c.putPolicy('policy::/p::keep', { realm: 'binding::/p', read_only: true });
     const before = c.effective();
@@ -301,9 +307,9 @@ ${fileService}
 
     const again = open(dir);
     expect(again.effective()).toEqual(before);
-    const verifier = parseScramVerifier(again.effective().bindings.find((b) => b.fqn === 'binding::/p::keep')!.clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((again.effective().bindings.find((b) => b.fqn === 'binding::/p::keep') as BindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(rotated.password, verifier)).toBe(true);
-    expect(again.effective().services.find((s) => s.fqn === apiService.fqn)!.upstream.password).toBe('after-rotation');
+    expect((again.effective().services.find((s) => s.fqn === apiService.fqn) as ServiceConfig).upstream.password).toBe('after-rotation');
     expect(again.sequence()).toBe(5);
   });
 });

@@ -8,11 +8,12 @@
 // with the reason until the operator deletes it or the conflict goes away.
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
-import { formatHostPort, formatListenAddress, isUnixSocket, type AnyBindingConfig, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
+import { formatHostPort, formatListenAddress, isUnixSocket, type AnyBindingConfig, type AnyServiceConfig, type BindingConfig, type BindingTls, type ClientAuthMethod, type HostPort, type SempipeConfig, type ServiceConfig, type UpstreamTlsNegotiation } from './config.js';
 import { parseFqn, FqnError, type FqnType } from './fqn.js';
 import { validatePolicy, type PolicyDocument } from './policy/policy-schema.js';
-import { openStateStore, type ResourceKind, type StateStore, type StoredBinding } from './state-store.js';
+import { openStateStore, type ResourceKind, type StateStore, type StoredBinding, type StoredHttpBinding } from './state-store.js';
 import { createScramVerifier } from '../protocols/postgres/auth/scram-verifier.js';
+import { sha256Hex, type HttpBindingConfig } from '../protocols/http/config-schema.js';
 
 export type Source = 'file' | 'api';
 
@@ -30,14 +31,28 @@ export class CatalogError extends Error {
   }
 }
 
-/** A service as the API shows it: never the upstream password. */
-export interface ServiceView {
-  fqn: string;
-  protocol: ServiceConfig['protocol'];
-  /** The keys as in sempipe.yaml. */
-  upstream: Omit<ServiceConfig['upstream'], 'password' | 'tlsNegotiation'> & { tls_negotiation: UpstreamTlsNegotiation };
-  source: Source;
+/** The upstream of an HTTP service as the API shows it: the injected header names, never their values. */
+export interface HttpUpstreamView {
+  url: string;
+  headers: string[];
+  basic?: { user: string };
+  bearer?: true;
+  ca?: string;
+  timeoutMs: number;
+  bodyTimeoutMs: number;
+  connections: number;
 }
+
+/** A service as the API shows it: never the upstream password or injected credential. */
+export type ServiceView =
+  | {
+      fqn: string;
+      protocol: ServiceConfig['protocol'];
+      /** The keys as in sempipe.yaml. */
+      upstream: Omit<ServiceConfig['upstream'], 'password' | 'tlsNegotiation'> & { tls_negotiation: UpstreamTlsNegotiation };
+      source: Source;
+    }
+  | { fqn: string; protocol: 'http'; upstream: HttpUpstreamView; source: Source };
 
 /** A binding as the API shows it: client users, never passwords or verifiers. */
 export interface BindingView {
@@ -45,8 +60,10 @@ export interface BindingView {
   service: string;
   /** As the file writes it: one address as a string, several as a list ("host:port", "unix:PATH"). */
   listen: string | string[];
-  database: string;
+  /** PostgreSQL and MySQL bindings only. */
+  database?: string;
   auth: AnyBindingConfig['auth'];
+  /** Client users (PostgreSQL, MySQL) or client names (HTTP). */
   users: string[];
   tls?: { required: boolean };
   source: Source;
@@ -58,7 +75,7 @@ export interface BindingView {
 /** A policy in the shape of the file and the API bodies (snake_case keys, durations as text). */
 export type PolicyView = Record<string, unknown> & { fqn: string; source: Source };
 
-/** What the API accepts to create a binding; sempipe issues the client credentials. */
+/** What the API accepts to create a binding; sempipe issues the client credentials (HTTP: a token). */
 export interface BindingInput {
   fqn: string;
   service: string;
@@ -66,19 +83,29 @@ export interface BindingInput {
   listen?: HostPort;
   /** Default: the service's upstream database. */
   database?: string;
-  auth: ClientAuthMethod;
+  /** "bearer" for an http service, a PostgreSQL method otherwise. */
+  auth: ClientAuthMethod | 'bearer';
+  /** HTTP: the client's name in the audit log (default: the binding's name). */
+  client?: string;
+  /** HTTP: the largest request body. */
+  maxBodySize?: number;
   /** Default: the binding's name. */
   user?: string;
   allowPasswordWithoutTls: boolean;
   tls?: BindingTls;
 }
 
-/** Returned once, at creation and rotation: the password is not stored and cannot be read back. */
-export interface IssuedCredentials {
-  fqn: string;
-  user: string;
-  password: string;
-  uri: string;
+/** Returned once, at creation and rotation: the password or token is not stored and cannot be read back. */
+export type IssuedCredentials =
+  | { fqn: string; user: string; password: string; uri: string }
+  /** HTTP: the bearer token and the binding's base URL. */
+  | { fqn: string; client: string; token: string; url: string };
+
+/** A new credential for an HTTP service: replaces the injected headers, or the basic/bearer credential. */
+export interface HttpCredentialInput {
+  headers?: Record<string, string>;
+  basic?: { user: string; password: string };
+  bearer?: string;
 }
 
 export interface CatalogOptions {
@@ -103,11 +130,13 @@ export interface Catalog {
 
   listServices(): ServiceView[];
   getService(fqn: string): ServiceView;
-  createService(service: ServiceConfig): ServiceView;
+  createService(service: AnyServiceConfig): ServiceView;
   /** Replaces an API service; an absent upstream password keeps the current one. */
-  updateService(fqn: string, service: ServiceConfig): ServiceView;
+  updateService(fqn: string, service: AnyServiceConfig): ServiceView;
   deleteService(fqn: string): void;
   rotateService(fqn: string, password: string): void;
+  /** Replaces the credential an HTTP service injects upstream; the next request carries it. */
+  rotateServiceCredential(fqn: string, credential: HttpCredentialInput): void;
 
   listBindings(): BindingView[];
   getBinding(fqn: string): BindingView;
@@ -126,9 +155,12 @@ export interface Catalog {
 
 /** PostgreSQL truncates identifiers to NAMEDATALEN - 1 bytes. */
 const MAX_USER_LENGTH = 63;
-/** 24 random bytes: 192 bits, 32 URL-safe characters. */
+/** 24 random bytes: 192 bits, 32 URL-safe characters (passwords and HTTP tokens alike). */
 const PASSWORD_BYTES = 24;
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '']);
+/** The header and idle timeouts of an API-created HTTP binding (the config file's defaults). */
+const HTTP_HEADER_TIMEOUT_MS = 10_000;
+const HTTP_IDLE_TIMEOUT_MS = 60_000;
 
 interface Merged {
   config: SempipeConfig;
@@ -152,17 +184,17 @@ export function openCatalog(opts: CatalogOptions): Catalog {
   const refuseFileDefined = (fqn: string): void => {
     if (fileOwns(fqn)) throw new CatalogError('conflict', `${fqn} is defined in the config file`);
   };
-  const apiService = (fqn: string): ServiceConfig => {
+  const apiService = (fqn: string): AnyServiceConfig => {
     checkFqn(fqn, 'service');
     refuseFileDefined(fqn);
     const s = store.services().find((x) => x.fqn === fqn);
     if (s === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
     return s;
   };
-  const apiBinding = (fqn: string): StoredBinding => {
+  const apiBinding = (fqn: string): StoredBinding | StoredHttpBinding => {
     checkFqn(fqn, 'binding');
     refuseFileDefined(fqn);
-    const b = store.bindings().find((x) => x.fqn === fqn);
+    const b = [...store.bindings(), ...store.httpBindings()].find((x) => x.fqn === fqn);
     if (b === undefined) throw new CatalogError('not_found', `${fqn} does not exist`);
     return b;
   };
@@ -176,11 +208,18 @@ export function openCatalog(opts: CatalogOptions): Catalog {
   const listBindings = (): BindingView[] => {
     const m = merged();
     const views = m.config.bindings.map((b) => bindingView(b, m.source.get(b.fqn)!));
-    for (const b of store.bindings()) {
+    for (const b of [...store.bindings(), ...store.httpBindings()]) {
       const problem = m.suspended.get(b.fqn);
-      if (problem !== undefined) views.push({ ...bindingView(toBindingConfig(b), 'api'), active: false, problem });
+      if (problem !== undefined) views.push({ ...bindingView(storedToConfig(b), 'api'), active: false, problem });
     }
     return views;
+  };
+
+  const issueToken = (b: StoredHttpBinding): IssuedCredentials => {
+    const token = randomBytes(PASSWORD_BYTES).toString('base64url');
+    store.putHttpBinding({ ...b, tokenSha256: sha256Hex(token) });
+    const host = WILDCARD_HOSTS.has(b.listen.host) ? '127.0.0.1' : b.listen.host;
+    return { fqn: b.fqn, client: b.client, token, url: `${b.tls === undefined ? 'http' : 'https'}://${formatHostPort({ host, port: b.listen.port })}` };
   };
 
   const issue = (b: StoredBinding): { stored: StoredBinding; credentials: IssuedCredentials } => {
@@ -223,21 +262,36 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     updateService(fqn, service) {
       const current = apiService(fqn);
       if (service.fqn !== fqn) throw new CatalogError('invalid', `the body names ${service.fqn}, the path ${fqn}`, 'fqn');
-      const password = service.upstream.password ?? current.upstream.password;
-      const next: ServiceConfig = { ...service, upstream: { ...service.upstream, ...(password !== undefined && { password }) } };
+      let next: AnyServiceConfig = service;
+      if (service.protocol === 'postgres' && current.protocol === 'postgres') {
+        const password = service.upstream.password ?? current.upstream.password;
+        next = { ...service, upstream: { ...service.upstream, ...(password !== undefined && { password }) } };
+      }
       store.putService(next);
       changed();
       return serviceView(next, 'api');
     },
     deleteService(fqn) {
       apiService(fqn);
-      const users = [...file.bindings, ...store.bindings()].filter((b) => b.service === fqn).map((b) => b.fqn);
+      const users = [...file.bindings, ...store.bindings(), ...store.httpBindings()].filter((b) => b.service === fqn).map((b) => b.fqn);
       if (users.length > 0) throw new CatalogError('conflict', `${fqn} is used by ${users.join(', ')}; delete those bindings first`);
       remove('service', fqn);
     },
     rotateService(fqn, password) {
       const current = apiService(fqn);
+      if (current.protocol !== 'postgres') throw new CatalogError('invalid', `${fqn} is an ${current.protocol} service; replace its upstream credential with PUT`, 'password');
       store.putService({ ...current, upstream: { ...current.upstream, password } });
+      changed();
+    },
+    rotateServiceCredential(fqn, credential) {
+      const current = apiService(fqn);
+      if (current.protocol !== 'http') throw new CatalogError('invalid', `${fqn} is a ${current.protocol} service; rotate its password instead`, 'password');
+      const { basic: _basic, bearer: _bearer, ...kept } = current.upstream;
+      const upstream =
+        credential.headers !== undefined
+          ? { ...current.upstream, headers: credential.headers }
+          : { ...kept, ...(credential.basic !== undefined && { basic: credential.basic }), ...(credential.bearer !== undefined && { bearer: credential.bearer }) };
+      store.putService({ ...current, upstream });
       changed();
     },
 
@@ -250,7 +304,7 @@ export function openCatalog(opts: CatalogOptions): Catalog {
     },
     async createBinding(input) {
       refuseFileDefined(input.fqn);
-      if (store.bindings().some((b) => b.fqn === input.fqn)) throw new CatalogError('conflict', `${input.fqn} already exists`);
+      if ([...store.bindings(), ...store.httpBindings()].some((b) => b.fqn === input.fqn)) throw new CatalogError('conflict', `${input.fqn} already exists`);
       const user = input.user ?? parseFqn(input.fqn, 'binding').name;
       if (Buffer.byteLength(user) > MAX_USER_LENGTH) {
         throw new CatalogError('invalid', `the client user "${user}" is longer than ${MAX_USER_LENGTH} bytes; give a shorter user`, 'user');
@@ -260,6 +314,27 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       const m = merged();
       const service = m.config.services.find((s) => s.fqn === input.service);
       if (service === undefined) throw new CatalogError('invalid', `unknown service "${input.service}"`, 'service');
+      if ((service.protocol === 'http') !== (input.auth === 'bearer')) {
+        const reason = service.protocol === 'http' ? 'needs auth "bearer"' : 'cannot use auth "bearer" (it is for http services)';
+        throw new CatalogError('invalid', `${input.service} is ${service.protocol === 'http' ? 'an http' : `a ${service.protocol}`} service: the binding ${reason}`, 'auth');
+      }
+      if (input.auth === 'bearer') {
+        const credentials = issueToken({
+          fqn: input.fqn,
+          service: input.service,
+          listen,
+          auth: 'bearer',
+          ...(input.tls !== undefined && { tls: { cert: input.tls.cert, key: input.tls.key } }),
+          ...(input.maxBodySize !== undefined && { maxBodySize: input.maxBodySize }),
+          headerTimeoutMs: HTTP_HEADER_TIMEOUT_MS,
+          idleTimeoutMs: HTTP_IDLE_TIMEOUT_MS,
+          client: input.client ?? parseFqn(input.fqn, 'binding').name,
+          tokenSha256: '',
+        });
+        changed();
+        return credentials;
+      }
+      if (service.protocol !== 'postgres') throw new CatalogError('invalid', `unknown protocol of ${input.service}`, 'service');
       const owner = listenerOwner(m.config, listen);
       if (owner !== undefined) throw new CatalogError('conflict', `address ${formatHostPort(listen)} is already used by ${owner}`);
       const { stored, credentials } = issue({
@@ -278,7 +353,13 @@ export function openCatalog(opts: CatalogOptions): Catalog {
       return credentials;
     },
     rotateBinding(fqn) {
-      const { stored, credentials } = issue(apiBinding(fqn));
+      const current = apiBinding(fqn);
+      if ('tokenSha256' in current) {
+        const credentials = issueToken(current);
+        changed();
+        return credentials;
+      }
+      const { stored, credentials } = issue(current);
       store.putBinding(stored);
       changed();
       return credentials;
@@ -346,7 +427,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
   const listeners = new Map<string, string>([[formatHostPort(file.admin.listen), 'the admin listener']]);
   for (const b of bindings) for (const a of b.listen) listeners.set(formatListenAddress(a), `${b.fqn} (config file)`);
   const serviceNames = new Set(services.map((s) => s.fqn));
-  for (const b of store.bindings()) {
+  for (const b of [...store.bindings(), ...store.httpBindings()]) {
     if (source.has(b.fqn)) continue;
     const address = formatHostPort(b.listen);
     const owner = listeners.get(address);
@@ -355,7 +436,7 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
     } else if (owner !== undefined) {
       suspended.set(b.fqn, `address ${address} is already used by ${owner}`);
     } else {
-      bindings.push(toBindingConfig(b));
+      bindings.push(storedToConfig(b));
       listeners.set(address, b.fqn);
       source.set(b.fqn, 'api');
     }
@@ -369,6 +450,13 @@ function merge(file: SempipeConfig, store: StateStore): Merged {
     source.set(p.fqn, 'api');
   }
   return { config: { ...structuredClone(file), services, bindings, policies }, suspended, source };
+}
+
+function storedToConfig(b: StoredBinding | StoredHttpBinding): AnyBindingConfig {
+  if (!('tokenSha256' in b)) return toBindingConfig(b);
+  const { client, tokenSha256, listen, ...rest } = b;
+  const config: HttpBindingConfig = { ...rest, protocol: 'http', listen: [listen], clients: [{ name: client, tokenSha256 }] };
+  return config;
 }
 
 function toBindingConfig(b: StoredBinding): BindingConfig {
@@ -417,12 +505,38 @@ function connectionUri(b: StoredBinding, password: string): string {
   return `postgres://${encodeURIComponent(b.user)}:${encodeURIComponent(password)}@${hostPort}/${encodeURIComponent(b.database)}${query}`;
 }
 
-function serviceView(s: ServiceConfig, source: Source): ServiceView {
+function serviceView(s: AnyServiceConfig, source: Source): ServiceView {
+  if (s.protocol === 'http') {
+    const { url, headers, basic, bearer, ca, timeoutMs, bodyTimeoutMs, connections } = s.upstream;
+    const upstream: HttpUpstreamView = {
+      url,
+      headers: Object.keys(headers),
+      ...(basic !== undefined && { basic: { user: basic.user } }),
+      ...(bearer !== undefined && { bearer: true as const }),
+      ...(ca !== undefined && { ca }),
+      timeoutMs,
+      bodyTimeoutMs,
+      connections,
+    };
+    return { fqn: s.fqn, protocol: 'http', upstream, source };
+  }
   const { password: _password, tlsNegotiation, ...upstream } = s.upstream;
   return { fqn: s.fqn, protocol: s.protocol, upstream: { ...upstream, tls_negotiation: tlsNegotiation ?? 'postgres' }, source };
 }
 
 function bindingView(b: AnyBindingConfig, source: Source): BindingView {
+  if (b.protocol === 'http') {
+    return {
+      fqn: b.fqn,
+      service: b.service,
+      listen: b.listen.length === 1 ? formatListenAddress(b.listen[0]!) : b.listen.map(formatListenAddress),
+      auth: b.auth,
+      users: b.clients.map((c) => c.name),
+      ...(b.tls !== undefined && { tls: { required: true } }),
+      source,
+      active: true,
+    };
+  }
   return {
     fqn: b.fqn,
     service: b.service,
@@ -452,6 +566,8 @@ function policyView(p: PolicyDocument, source: Source): PolicyView {
       classes: p.deny.classes,
       functions: p.deny.functions,
       tables: p.deny.tables,
+      methods: p.deny.methods,
+      paths: p.deny.paths,
       ...(p.deny.replicationCommands !== undefined && { replication_commands: p.deny.replicationCommands }),
     },
     read_only: p.readOnly,

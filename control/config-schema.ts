@@ -8,6 +8,7 @@
 import { z } from 'zod';
 import { FqnError, parseFqn, parseRealm, type FqnType } from './fqn.js';
 import { policySchema } from './policy/policy-schema.js';
+import { createHttpConfigSchemas } from '../protocols/http/config-schema.js';
 import { parseDuration, parseSize } from './units.js';
 import { createMysqlConfigSchemas } from '../protocols/mysql/config-schema.js';
 
@@ -337,15 +338,26 @@ const mysql = createMysqlConfigSchemas({
   port: integer(1, 65535),
 });
 
+const http = createHttpConfigSchemas({
+  serviceFqn: fqn('service'),
+  bindingFqn: fqn('binding'),
+  listen: bindingListen,
+  unixSocketMode,
+  unixSocketGroup,
+  nonEmpty,
+  duration,
+  size,
+});
+
 export const configSchema = z.strictObject({
   admin: adminSchema.prefault({}),
   workers: workersSchema.optional(),
   limits: limitsSchema.prefault({}),
   auth: authSchema.prefault({}),
   audit: auditSchema.prefault({}),
-  services: z.array(z.discriminatedUnion('protocol', [serviceSchema, mysql.service])).default([]),
+  services: z.array(z.discriminatedUnion('protocol', [serviceSchema, mysql.service, http.service])).default([]),
   /** A binding's `protocol` is its service's; config.ts fills it in before validation. */
-  bindings: z.array(z.discriminatedUnion('protocol', [bindingSchema, mysql.binding])).default([]),
+  bindings: z.array(z.discriminatedUnion('protocol', [bindingSchema, mysql.binding, http.binding])).default([]),
   policies: z.array(policySchema).default([]),
   /** Where the state store keeps its data; relative to the config file's directory. */
   state_dir: nonEmpty.default('./sempipe-data'),

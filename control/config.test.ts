@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError, formatHostPort, loadConfig, parseConfig, type SempipeConfig } from './config.js';
+import { ConfigError, formatHostPort, loadConfig, parseConfig, type ServiceConfig, type SempipeConfig } from './config.js';
 
 /** A real SCRAM-SHA-256 verifier as PostgreSQL stores it (RFC 5802 key derivation). */
 function scramVerifier(password: string, iterations = 4096): string {
@@ -236,7 +236,7 @@ bindings:
       TOKEN: 'abc',
       PENDING: '0',
     });
-    expect(config.services[0]!.upstream.port).toBe(5433);
+    expect((config.services[0] as ServiceConfig).upstream.port).toBe(5433);
     expect(config.bindings[0]!.listen).toEqual([{ host: '::1', port: 6432 }]);
     expect(config.bindings[0]!.clients).toEqual([{ user: 'api', verifier }]);
     // localhost:6432 and [::1]:6432 are compared literally, so they do not conflict.
@@ -335,7 +335,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
       [{ 4: '    upstream:', 5: '', 6: '', 7: '', 8: '' }, 4, 'services[0].upstream', 'expected a mapping, got an empty value'],
       [{ 6: '      port: [5432]' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535'],
       [{ 6: '      port: 70000' }, 6, 'services[0].upstream.port', 'expected a whole number 1..65535, got 70000'],
-      [{ 3: '    protocol: oracle' }, 3, 'services[0].protocol', 'expected "postgres" | "mysql", got "oracle"'],
+      [{ 3: '    protocol: oracle' }, 3, 'services[0].protocol', 'expected "postgres" | "mysql" | "http", got "oracle"'],
       [{ 5: '      host: 127' }, 5, 'services[0].upstream.host', 'expected a string, got a number (quote the value to make it a string)'],
       [{ 5: '      host: ""' }, 5, 'services[0].upstream.host', 'must not be empty'],
     ])('%j', (replacements, line, path, reason) => {
@@ -524,6 +524,7 @@ describe('a bad file is refused with file, line, path and reason', () => {
 
     it('auth method not in the enum', () => {
       expectRefused(edit({}, '    auth: trust'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password", got "trust"');
+      expectRefused(edit({}, '    auth: bearer'), 16, 'bindings[0].auth', 'expected "scram-sha-256" | "md5" | "password", got "bearer"');
     });
   });
 
@@ -598,8 +599,8 @@ describe('a bad file is refused with file, line, path and reason', () => {
     });
 
     it('direct TLS negotiation with tls: require is taken; postgres is the default', () => {
-      expect(parseConfig(edit({ 6: '      tls: require\n      tls_negotiation: direct' }), file, {}).services[0]!.upstream.tlsNegotiation).toBe('direct');
-      expect(parseConfig(edit({}), file, {}).services[0]!.upstream.tlsNegotiation).toBe('postgres');
+      expect((parseConfig(edit({ 6: '      tls: require\n      tls_negotiation: direct' }), file, {}).services[0] as ServiceConfig).upstream.tlsNegotiation).toBe('direct');
+      expect((parseConfig(edit({}), file, {}).services[0] as ServiceConfig).upstream.tlsNegotiation).toBe('postgres');
     });
   });
 

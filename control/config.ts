@@ -26,10 +26,11 @@ import {
   type UPSTREAM_TLS_MODES,
   type UPSTREAM_TLS_NEGOTIATIONS,
 } from './config-schema.js';
+import { normalizeHttpBinding, normalizeHttpService, type HttpBindingConfig, type HttpServiceConfig } from '../protocols/http/config-schema.js';
 
 import type { MysqlAuthMethod } from '../protocols/mysql/config-schema.js';
 
-export { formatHostPort, formatListenAddress, isUnixSocket, type HostPort, type ListenAddress, type UnixSocketAddress };
+export { formatHostPort, formatListenAddress, isUnixSocket, type HostPort, type HttpBindingConfig, type HttpServiceConfig, type ListenAddress, type UnixSocketAddress };
 
 /** sun_path holds 108 bytes on Linux, the terminating NUL included. */
 export const MAX_UNIX_SOCKET_PATH_BYTES = 107;
@@ -43,7 +44,10 @@ export type ClientAuthMethod = (typeof CLIENT_AUTH_METHODS)[number];
 
 export type ServiceProtocol = 'postgres' | 'mysql';
 
-/** Both protocols' services share the `upstream` keys; only the port's default differs. */
+/** A service of any protocol; `protocol` tells which. */
+export type AnyServiceConfig = ServiceConfig | HttpServiceConfig;
+
+/** The SQL protocols' services share the `upstream` keys; only the port's default differs. */
 export interface ServiceConfig {
   fqn: string;
   protocol: ServiceProtocol;
@@ -110,7 +114,8 @@ export interface MysqlBindingConfig {
   tls?: BindingTls;
 }
 
-export type AnyBindingConfig = BindingConfig | MysqlBindingConfig;
+/** A binding of any protocol; `protocol` tells which (absent: PostgreSQL). */
+export type AnyBindingConfig = BindingConfig | MysqlBindingConfig | HttpBindingConfig;
 
 export interface SempipeConfig {
   /** Absolute path of the file it came from. */
@@ -136,7 +141,7 @@ export interface SempipeConfig {
   };
   /** destination: 'stdout' | 'stderr' | an absolute path. */
   audit: { enabled: boolean; maxStatementLength: number; destination: string };
-  services: ServiceConfig[];
+  services: AnyServiceConfig[];
   bindings: AnyBindingConfig[];
   /** Policies of the file, validated and normalized (see control/policy/policy-schema.ts). */
   policies: PolicyDocument[];
@@ -458,7 +463,7 @@ function listenOf(
 }
 
 function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig {
-  const upstreamDatabase = new Map(raw.services.map((s) => [s.fqn, s.upstream.database]));
+  const upstreamDatabase = new Map(raw.services.flatMap((s) => (s.protocol !== 'http' ? [[s.fqn, s.upstream.database] as const] : [])));
   const destination = raw.audit.destination;
   return {
     file,
@@ -470,7 +475,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       maxStatementLength: raw.audit.max_statement_length,
       destination: destination === 'stdout' || destination === 'stderr' ? destination : resolve(baseDir, destination),
     },
-    services: raw.services.map((s) => ({
+    services: raw.services.map((s): AnyServiceConfig => s.protocol === 'http' ? normalizeHttpService(s, (p) => resolve(baseDir, p)) : ({
       fqn: s.fqn,
       protocol: s.protocol,
       upstream: {
@@ -484,7 +489,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
         ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
       },
     })),
-    bindings: raw.bindings.map((b): AnyBindingConfig => b.protocol === 'mysql' ? {
+    bindings: raw.bindings.map((b): AnyBindingConfig => b.protocol === 'http' ? normalizeHttpBinding(b, listenOf(b, baseDir), (p) => resolve(baseDir, p)) : b.protocol === 'mysql' ? {
       protocol: 'mysql',
       fqn: b.fqn,
       service: b.service,

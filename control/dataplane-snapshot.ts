@@ -5,17 +5,20 @@
 // Certificate and CA files live on the control plane's disk, so their contents travel inside the
 // snapshot and the data plane writes them into its own cache directory.
 import { readFileSync } from 'node:fs';
-import type { BindingConfig, MysqlBindingConfig, SempipeConfig, ServiceConfig } from './config.js';
+import type { AnyBindingConfig, AnyServiceConfig, SempipeConfig } from './config.js';
 import { parseFqn, parseRealm, realmCovers } from './fqn.js';
 import type { PolicyDocument } from './policy/policy-schema.js';
 
-export type SnapshotBinding = (Omit<BindingConfig, 'tls'> | Omit<MysqlBindingConfig, 'tls'>) & {
-  tls?: { certPem: string; keyPem: string; required: boolean };
+/** A binding of any protocol with its certificate files inlined (`required` for PostgreSQL and MySQL only). */
+export type SnapshotBinding = DistributiveOmit<AnyBindingConfig, 'tls'> & {
+  tls?: { certPem: string; keyPem: string; required?: boolean };
 };
 
-export interface SnapshotService extends Omit<ServiceConfig, 'upstream'> {
-  upstream: Omit<ServiceConfig['upstream'], 'ca'> & { caPem?: string };
-}
+export type SnapshotService = DistributiveOmit<AnyServiceConfig, 'upstream'> & {
+  upstream: DistributiveOmit<AnyServiceConfig['upstream'], 'ca'> & { caPem?: string };
+};
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 export interface DataPlaneSnapshot {
   /** Change sequence of the control plane's state when the snapshot was made. */
@@ -46,7 +49,7 @@ export function snapshotFor(config: SempipeConfig, realmText: string, sequence: 
       .map(({ upstream: { ca, ...upstream }, ...rest }) => ({ ...rest, upstream: { ...upstream, ...(ca ? { caPem: readFileSync(ca, 'utf8') } : {}) } })),
     bindings: bindings.map(({ tls, ...rest }) => ({
       ...rest,
-      ...(tls ? { tls: { certPem: readFileSync(tls.cert, 'utf8'), keyPem: readFileSync(tls.key, 'utf8'), required: tls.required } } : {}),
+      ...(tls ? { tls: { certPem: readFileSync(tls.cert, 'utf8'), keyPem: readFileSync(tls.key, 'utf8'), ...('required' in tls && { required: tls.required }) } } : {}),
     })),
     policies: config.policies,
     ...(config.saltSecret !== undefined && { saltSecret: config.saltSecret }),

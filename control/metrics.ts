@@ -75,6 +75,12 @@ const METRIC_TABLE = {
     help: 'Statements and sessions refused or stopped by a policy, by rule (e.g. deny.classes, read_only, max_rows).',
     labels: ['binding', 'rule'],
   },
+  httpRequests: {
+    type: 'counter',
+    name: 'sempipe_http_requests_total',
+    help: 'HTTP requests answered, by method (GET, POST, …, other) and status class (2xx, 4xx, …; 0xx when the client left first).',
+    labels: ['binding', 'method', 'status'],
+  },
   policyNotificationsDropped: {
     type: 'counter',
     name: 'sempipe_policy_notifications_dropped_total',

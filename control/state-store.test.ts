@@ -94,11 +94,11 @@ describe('openStateStore', () => {
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const db = new Database(file, { readonly: true });
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
-    expect(db.prepare('SELECT version FROM schema_migrations').all()).toEqual([{ version: 1 }]);
+    expect(db.prepare('SELECT version FROM schema_migrations').all()).toEqual([{ version: 1 }, { version: 2 }]);
     db.close();
     openStateStore(dir).close();
     const db2 = new Database(file, { readonly: true });
-    expect(db2.prepare('SELECT count(*) AS n FROM schema_migrations').get()).toEqual({ n: 1 });
+    expect(db2.prepare('SELECT count(*) AS n FROM schema_migrations').get()).toEqual({ n: 2 });
     db2.close();
   });
 
@@ -109,7 +109,7 @@ describe('openStateStore', () => {
     db.prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (99, 'x')").run();
     db.close();
     expect(() => openStateStore(dir)).toThrow(StateStoreError);
-    expect(() => openStateStore(dir)).toThrow(/schema version 99, newer than this sempipe knows \(1\)/);
+    expect(() => openStateStore(dir)).toThrow(/schema version 99, newer than this sempipe knows \(2\)/);
   });
 
   it('loses no acknowledged write when the process is killed with SIGKILL mid-stream', async () => {

@@ -324,6 +324,7 @@ export class DataPlane implements ConnectionHost {
   async drain(timeoutMs: number): Promise<void> {
     this.draining = true;
     for (const listeners of [...this.listeners.values()]) for (const l of [...listeners.values()]) this.closeListener(l);
+    for (const s of this.registry.all()) s.endWhenIdle?.();
     if (!(await this.registry.waitEmpty(timeoutMs))) {
       this.registry.closeWhere(() => true, 'shutdown');
       await this.registry.waitEmpty(2000);

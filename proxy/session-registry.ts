@@ -28,6 +28,11 @@ export interface LiveSession {
   stats(): SessionStats;
   /** Closes the session, telling the client why in its own protocol. */
   close(reason: EndReason): void;
+  /**
+   * A drain began: end as soon as nothing is in flight (HTTP: between requests). Absent: the
+   * session ends when its client leaves or the drain times out.
+   */
+  endWhenIdle?(): void;
 }
 
 /** Told of every session that starts and ends here (e.g. to keep the primary's record of them). */

@@ -63,6 +63,10 @@ export interface CompletionEvent {
   readonly receivedAt: bigint;
   /** Nanoseconds from receipt until the statement was sent upstream (stage and hook time). */
   readonly judgedNs: bigint;
+  /** HTTP only: the status the client got (0 when it left first) and the request's bytes each way. */
+  readonly status?: number;
+  readonly bytesIn?: number;
+  readonly bytesOut?: number;
 }
 
 export type EndReason = 'client' | 'upstream' | 'error' | 'killed' | 'shutdown' | 'revoked';

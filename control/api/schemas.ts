@@ -8,7 +8,8 @@ import { z } from 'zod';
 import { CLIENT_AUTH_METHODS, configSchema, parseHostPort } from '../config-schema.js';
 import { FqnError, parseFqn, type FqnType } from '../fqn.js';
 import type { BindingInput } from '../catalog.js';
-import type { ServiceConfig } from '../config.js';
+import type { AnyServiceConfig } from '../config.js';
+import { normalizeHttpService } from '../../protocols/http/config-schema.js';
 import { REPLICATION_KINDS } from '../policy/policy-schema.js';
 import { ApiError } from './errors.js';
 
@@ -63,12 +64,19 @@ export const bindingBody = z
       })
       .optional(),
     database: nonEmpty.optional(),
-    auth: z.enum(CLIENT_AUTH_METHODS).default('scram-sha-256'),
+    /** "bearer" for an http service: sempipe issues a token instead of a user and password. */
+    auth: z.enum([...CLIENT_AUTH_METHODS, 'bearer']).default('scram-sha-256'),
     user: z.string().regex(USER, 'expected 1 to 63 letters, digits, ".", "_" or "-"').optional(),
+    client: z.string().regex(USER, 'expected 1 to 63 letters, digits, ".", "_" or "-"').optional(),
+    max_body_size: z.number().int().positive().optional(),
     allow_password_without_tls: z.boolean().default(false),
     tls: z.strictObject({ cert: absoluteReadableFile, key: absoluteReadableFile, required: z.boolean().default(false) }).optional(),
   })
   .superRefine((b, ctx) => {
+    const keys = b.auth === 'bearer' ? (['database', 'user'] as const) : (['client', 'max_body_size'] as const);
+    for (const key of keys) {
+      if (b[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: b.auth === 'bearer' ? `${key} is for PostgreSQL bindings` : `${key} is for auth "bearer" (HTTP) bindings` });
+    }
     if (b.auth === 'md5') {
       ctx.addIssue({
         code: 'custom',
@@ -81,7 +89,20 @@ export const bindingBody = z
     }
   });
 
-export const rotateServiceBody = z.strictObject({ password: nonEmpty });
+/** PostgreSQL: the new `password`; HTTP: new `headers`, `basic` or `bearer` to inject upstream. */
+export const rotateServiceBody = z
+  .strictObject({
+    password: nonEmpty.optional(),
+    headers: z.record(z.string(), z.string()).optional(),
+    basic: z.strictObject({ user: nonEmpty, password: z.string() }).optional(),
+    bearer: nonEmpty.optional(),
+  })
+  .superRefine((r, ctx) => {
+    const given = [r.password, r.headers, r.basic, r.bearer].filter((v) => v !== undefined).length;
+    // Nothing given reads as the PostgreSQL password missing, the common case.
+    if (given === 0) ctx.addIssue({ code: 'custom', path: ['password'], message: 'required field is missing (HTTP services: headers, basic or bearer)' });
+    if (given > 1) ctx.addIssue({ code: 'custom', message: 'give exactly one of password (PostgreSQL), headers, basic or bearer (HTTP)' });
+  });
 
 /** `replication`: judge `sql` as sent on a replication connection of that kind. */
 export const explainBody = z.strictObject({ binding: fqn('binding'), sql: nonEmpty, replication: z.enum(REPLICATION_KINDS).optional() });
@@ -115,7 +136,9 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
   throw new ApiError('invalid', missing ? 'required field is missing' : issue.message, formatPath(issue.path));
 }
 
-export function toServiceConfig(s: z.output<typeof serviceBody>): ServiceConfig {
+export function toServiceConfig(s: z.output<typeof serviceBody>): AnyServiceConfig {
+  // The API takes absolute paths only, so there is nothing to resolve.
+  if (s.protocol === 'http') return normalizeHttpService(s, (path) => path);
   const { ca, password, ...rest } = s.upstream;
   const { tls_negotiation: tlsNegotiation, ...upstream } = 'tls_negotiation' in rest ? rest : { ...rest, tls_negotiation: undefined };
   return {
@@ -133,6 +156,8 @@ export function toBindingInput(b: z.output<typeof bindingBody>): BindingInput {
     ...(b.database !== undefined && { database: b.database }),
     auth: b.auth,
     ...(b.user !== undefined && { user: b.user }),
+    ...(b.client !== undefined && { client: b.client }),
+    ...(b.max_body_size !== undefined && { maxBodySize: b.max_body_size }),
     allowPasswordWithoutTls: b.allow_password_without_tls,
     ...(b.tls !== undefined && { tls: b.tls }),
   };

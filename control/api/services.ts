@@ -30,12 +30,13 @@ export const serviceRoutes: readonly Route[] = [
     path: '/v1/services/{fqn}/rotate',
     methods: {
       POST: {
-        summary: 'Rotate the upstream password: new upstream connections use it, open sessions are not dropped',
+        summary: 'Rotate the upstream password (PostgreSQL: new upstream connections use it, open sessions are not dropped) or the injected credential (HTTP: the next request carries it)',
         body: rotateServiceBody,
         responses: { 204: { description: 'Rotated' }, 404: { description: 'No such service', schema: 'Error' }, 409: { description: 'Defined in the config file', schema: 'Error' } },
         handle: async (ctx, req, res, fqn) => {
-          const { password } = parseBody(rotateServiceBody, await readJsonBody(req));
-          ctx.catalog.rotateService(fqn!, password);
+          const { password, ...credential } = parseBody(rotateServiceBody, await readJsonBody(req));
+          if (password !== undefined) ctx.catalog.rotateService(fqn!, password);
+          else ctx.catalog.rotateServiceCredential(fqn!, credential);
           sendNoContent(res);
         },
       },

@@ -3,6 +3,8 @@
 // Combination: every policy whose realm covers the binding, the service or the job applies, widest
 // first; a deny anywhere wins; a class must be in every applicable `allow.classes` list; read_only
 // from any policy applies; limits combine to the strictest. Names are matched case-insensitively.
+// HTTP requests also carry a method and a path: deny.methods and deny.paths refuse independently,
+// and a request must match every applicable allow.methods and allow.paths list.
 // Replication connections are the exception to "a deny wins": none is served unless some applicable
 // policy grants its kind (`allow.replication`), because reading a replication stream reads everything.
 import { parseFqn, parseRealm, realmCovers, realmDepth, type Fqn } from '../fqn.js';
@@ -27,6 +29,9 @@ export interface StatementFacts {
   readonly writes: boolean;
   readonly tables: readonly string[];
   readonly functions: readonly string[];
+  /** HTTP requests: the upper-case method and the normalized path (protocols/http/request-class.ts). */
+  readonly method?: string;
+  readonly path?: string;
   /** A replication command's keyword (class replication). */
   readonly command?: string;
 }
@@ -36,6 +41,10 @@ export type PolicyRule =
   | 'deny.classes'
   | 'deny.functions'
   | 'deny.tables'
+  | 'deny.methods'
+  | 'deny.paths'
+  | 'allow.methods'
+  | 'allow.paths'
   | 'allow.replication'
   | 'deny.replication_commands'
   | 'read_only'
@@ -109,6 +118,61 @@ export interface CompiledRules {
   readonly notifications: ReadonlyMap<string, readonly CompiledNotification[]>;
   readonly hasHooks: boolean;
   readonly hasNotifications: boolean;
+  /** HTTP rules; `checksRequests` is false when there are none. */
+  readonly requests: RequestRules;
+}
+
+interface PathRule {
+  readonly pattern: string;
+  readonly regex: RegExp;
+  readonly policy: string;
+}
+
+export interface RequestRules {
+  readonly checksRequests: boolean;
+  /** Upper-case method -> the policy denying it. */
+  readonly deniedMethods: ReadonlyMap<string, string>;
+  readonly deniedPaths: readonly PathRule[];
+  /** One entry per applicable policy with allow.methods: the request's method must be in each. */
+  readonly allowedMethods: ReadonlyArray<{ readonly methods: ReadonlySet<string>; readonly policy: string }>;
+  /** One entry per applicable policy with allow.paths: the path must match one pattern of each. */
+  readonly allowedPaths: ReadonlyArray<{ readonly rules: readonly PathRule[]; readonly policy: string }>;
+}
+
+/** `*` matches any run of characters (slashes included); everything else literally; anchored. */
+function pathRule(pattern: string, policy: string): PathRule {
+  const source = pattern.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*');
+  return { pattern, regex: new RegExp(`^${source}$`), policy };
+}
+
+function compileRequestRules(applicable: readonly PolicyDocument[]): RequestRules {
+  const deniedMethods = new Map<string, string>();
+  const deniedPaths: PathRule[] = [];
+  const allowedMethods: Array<{ methods: ReadonlySet<string>; policy: string }> = [];
+  const allowedPaths: Array<{ rules: readonly PathRule[]; policy: string }> = [];
+  for (const p of applicable) {
+    for (const m of p.deny.methods) if (!deniedMethods.has(m)) deniedMethods.set(m, p.fqn);
+    for (const path of p.deny.paths) deniedPaths.push(pathRule(path, p.fqn));
+    if (p.allow?.methods !== undefined) allowedMethods.push({ methods: new Set(p.allow.methods), policy: p.fqn });
+    if (p.allow?.paths !== undefined) allowedPaths.push({ rules: p.allow.paths.map((path) => pathRule(path, p.fqn)), policy: p.fqn });
+  }
+  const checksRequests = deniedMethods.size > 0 || deniedPaths.length > 0 || allowedMethods.length > 0 || allowedPaths.length > 0;
+  return { checksRequests, deniedMethods, deniedPaths, allowedMethods, allowedPaths };
+}
+
+function requestDenial(rules: RequestRules, method: string, path: string): Denial | undefined {
+  const deniedBy = rules.deniedMethods.get(method);
+  if (deniedBy !== undefined) return createDenial(deniedBy, `method ${method} is denied`, 'deny.methods');
+  for (const r of rules.deniedPaths) {
+    if (r.regex.test(path)) return createDenial(r.policy, `path ${path} is denied (pattern ${r.pattern})`, 'deny.paths');
+  }
+  for (const a of rules.allowedMethods) {
+    if (!a.methods.has(method)) return createDenial(a.policy, `method ${method} is not allowed`, 'allow.methods');
+  }
+  for (const a of rules.allowedPaths) {
+    if (!a.rules.some((r) => r.regex.test(path))) return createDenial(a.policy, `path ${path} is not allowed`, 'allow.paths');
+  }
+  return undefined;
 }
 
 /**
@@ -272,7 +336,9 @@ export function compileRules(policies: readonly PolicyDocument[], subject: Polic
   if (readOnly !== undefined) {
     for (const p of applicable) for (const f of p.sideEffectFunctions) addName(sideEffects, f, readOnly);
   }
+  const requests = compileRequestRules(applicable);
   const judges =
+    requests.checksRequests ||
     classDenials.size > 0 ||
     readOnly !== undefined ||
     !isEmpty(deniedFunctions) ||
@@ -306,11 +372,16 @@ export function compileRules(policies: readonly PolicyDocument[], subject: Polic
     notifications,
     hasHooks: hooks.size > 0,
     hasNotifications: notifications.size > 0,
+    requests,
   };
 }
 
 /** The denial of one statement, or undefined when the statement rules let it through. */
 export function decideStatement(rules: CompiledRules, s: StatementFacts): Denial | undefined {
+  if (s.method !== undefined && rules.requests.checksRequests) {
+    const denial = requestDenial(rules.requests, s.method, s.path ?? '/');
+    if (denial !== undefined) return denial;
+  }
   const classDenial = rules.classDenials.get(s.cls);
   if (classDenial !== undefined) return classDenial;
   if (rules.otherClassDenial !== undefined && !KNOWN_CLASSES.has(s.cls)) return rules.otherClassDenial;

@@ -26,7 +26,7 @@ describe('validatePolicy', () => {
         fqn: 'policy::/prod::billing-guard',
         realm: 'binding::/prod/billing',
         allow: { classes: ['select', 'insert', 'update', 'delete', 'transaction', 'set'] },
-        deny: { classes: ['ddl', 'dcl'], functions: ['pg_read_file', 'dblink'], tables: ['secrets.*'] },
+        deny: { classes: ['ddl', 'dcl'], functions: ['pg_read_file', 'dblink'], tables: ['secrets.*'], methods: [], paths: [] },
         readOnly: false,
         sideEffectFunctions: [],
         limits: { maxRows: 10000, statementTimeoutMs: 5000, rate: 200, maxSessions: 20 },
@@ -53,7 +53,7 @@ describe('validatePolicy', () => {
     [{ ...EXAMPLE, hooks: [{ classes: ['delete'], url: 'http://x/' }] }, ['hooks', 0, 'on_error'], ''],
     [{ ...EXAMPLE, deny: { tables: ['a.b.c'] } }, ['deny', 'tables', 0], 'schema.*'],
     [{ ...EXAMPLE, allow: { classes: ['select'], tables: [] } }, ['allow', 'tables'], 'unknown key'],
-    [{ ...EXAMPLE, allow: {} }, ['allow'], 'name "classes" or "replication"'],
+    [{ ...EXAMPLE, allow: {} }, ['allow'], 'name "classes", "replication", "methods" or "paths"'],
     [{ ...EXAMPLE, allow: { replication: ['streaming'] } }, ['allow', 'replication', 0], ''],
     [{ ...EXAMPLE, deny: { replication_commands: ['DROP_SLOT'] } }, ['deny', 'replication_commands', 0], ''],
   ])('refuses %j at its path', (input, path, message) => {
@@ -72,7 +72,7 @@ describe('validatePolicy', () => {
       deny: { replication_commands: ['drop_replication_slot', 'BASE_BACKUP'] },
     });
     expect(v.success && v.policy.allow).toEqual({ replication: ['logical'] });
-    expect(v.success && v.policy.deny).toEqual({ classes: [], functions: [], tables: [], replicationCommands: ['DROP_REPLICATION_SLOT', 'BASE_BACKUP'] });
+    expect(v.success && v.policy.deny).toEqual({ classes: [], functions: [], tables: [], methods: [], paths: [], replicationCommands: ['DROP_REPLICATION_SLOT', 'BASE_BACKUP'] });
     const both = validatePolicy({ fqn: 'policy::/prod::cdc', realm: '::/', allow: { classes: ['select', 'replication'], replication: ['physical', 'logical'] } });
     expect(both.success && both.policy.allow).toEqual({ classes: ['select', 'replication'], replication: ['physical', 'logical'] });
   });

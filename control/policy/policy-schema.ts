@@ -70,10 +70,15 @@ export interface PolicyDocument {
   /**
    * `classes`: only these classes (absent: no restriction by class). `replication`: the kinds of
    * replication connection this policy grants (none is granted unless some policy lists it).
+   * `methods`, `paths` (HTTP): only these methods and paths matching one of these patterns; an absent
+   * list does not restrict.
    */
-  allow?: { classes?: PolicyStatementClass[]; replication?: ReplicationKind[] };
-  /** `replicationCommands`: replication commands refused by keyword (absent: none). */
-  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[]; replicationCommands?: string[] };
+  allow?: { classes?: PolicyStatementClass[]; replication?: ReplicationKind[]; methods?: string[]; paths?: string[] };
+  /**
+   * `replicationCommands`: replication commands refused by keyword (absent: none). methods and paths
+   * (HTTP) deny independently: a denied method anywhere, any method on a denied path.
+   */
+  deny: { classes: PolicyStatementClass[]; functions: string[]; tables: string[]; methods: string[]; paths: string[]; replicationCommands?: string[] };
   readOnly: boolean;
   /** The policy's own side-effect functions (DEFAULT_SIDE_EFFECT_FUNCTIONS always count too). */
   sideEffectFunctions: string[];
@@ -89,6 +94,8 @@ const RATE_UNITS_S: Readonly<Record<string, number>> = { s: 1, m: 60, h: 3600 };
 /** Function or relation name as written in a policy: `name`, `schema.name`; tables also `schema.*`. */
 const FUNCTION_NAME = /^[^\s.*]+(\.[^\s.*]+)?$/;
 const TABLE_PATTERN = /^[^\s.*]+(\.([^\s.*]+|\*))?$/;
+/** An HTTP method (RFC 9110 token). */
+const METHOD = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 function fail(ctx: { addIssue: (issue: { code: 'custom'; message: string }) => void }, message: string): never {
   ctx.addIssue({ code: 'custom', message });
@@ -173,6 +180,14 @@ const tablePattern = z
   .refine((v) => TABLE_PATTERN.test(v), { error: 'expected "table", "schema.table" or "schema.*"' })
   .transform((v) => v.toLowerCase());
 
+const httpMethod = z
+  .string()
+  .refine((v) => METHOD.test(v), { error: 'expected an HTTP method such as "GET" or "DELETE"' })
+  .transform((v) => v.toUpperCase());
+
+/** A path pattern: starts with "/", `*` matches any run of characters (slashes included). */
+const pathPattern = z.string().refine((v) => v.startsWith('/') && !/[\s?#]/.test(v), { error: 'expected a path pattern starting with "/" such as "/admin/*" (no spaces, query or fragment)' });
+
 const httpUrl = z.string().refine(
   (v) => {
     try {
@@ -211,14 +226,23 @@ export const policySchema = z
     fqn: policyFqn,
     realm,
     allow: z
-      .strictObject({ classes: z.array(statementClass).optional(), replication: z.array(replicationKind).optional() })
-      .refine((a) => a.classes !== undefined || a.replication !== undefined, { error: 'name "classes" or "replication" (or both)' })
+      .strictObject({
+        classes: z.array(statementClass).optional(),
+        replication: z.array(replicationKind).optional(),
+        methods: z.array(httpMethod).optional(),
+        paths: z.array(pathPattern).optional(),
+      })
+      .refine((a) => a.classes !== undefined || a.replication !== undefined || a.methods !== undefined || a.paths !== undefined, {
+        error: 'name "classes", "replication", "methods" or "paths"',
+      })
       .optional(),
     deny: z
       .strictObject({
         classes: z.array(statementClass).default([]),
         functions: z.array(functionName).default([]),
         tables: z.array(tablePattern).default([]),
+        methods: z.array(httpMethod).default([]),
+        paths: z.array(pathPattern).default([]),
         replication_commands: z.array(replicationCommand).optional(),
       })
       .prefault({}),
@@ -236,12 +260,16 @@ export const policySchema = z
         allow: {
           ...(p.allow.classes !== undefined && { classes: p.allow.classes }),
           ...(p.allow.replication !== undefined && { replication: p.allow.replication }),
+          ...(p.allow.methods !== undefined && { methods: p.allow.methods }),
+          ...(p.allow.paths !== undefined && { paths: p.allow.paths }),
         },
       }),
       deny: {
         classes: p.deny.classes,
         functions: p.deny.functions,
         tables: p.deny.tables,
+        methods: p.deny.methods,
+        paths: p.deny.paths,
         ...(p.deny.replication_commands !== undefined && { replicationCommands: p.deny.replication_commands }),
       },
       readOnly: p.read_only,

@@ -47,6 +47,11 @@ export function statementFields(c: CompletionEvent, max: number): Record<string,
   }
   if (c.rule !== undefined) line.rule = c.rule;
   if (c.policy !== undefined) line.policy = c.policy;
+  if (c.status !== undefined) {
+    line.status = c.status;
+    line.bytes_in = c.bytesIn;
+    line.bytes_out = c.bytesOut;
+  }
   return line;
 }
 
@@ -111,7 +116,8 @@ export function createAuditStage(log: AuditLog): StageFactory {
           }
         },
         onComplete(_session, completion) {
-          if (encoder !== undefined) encoder.write(log.batch!, completion);
+          // The byte encoder writes the SQL statement line; HTTP lines carry more fields.
+          if (encoder !== undefined && completion.status === undefined) encoder.write(log.batch!, completion);
           else if (logger !== undefined) logger.info(statementFields(completion, max));
         },
         onEnd(session, end) {

@@ -5,6 +5,7 @@
 import type { Metrics } from '../metrics.js';
 import type { StatementTally } from '../statement-tally.js';
 import type { CompletionEvent, SessionInfo, Stage, StageFactory } from '../../proxy/stage.js';
+import { KNOWN_METHODS } from '../../protocols/http/request-class.js';
 
 interface Increment {
   inc(value?: number): void;
@@ -19,6 +20,8 @@ interface BindingChildren {
   pendingIn: number;
   pendingOut: number;
   readonly classes: Map<string, StatementTally>;
+  /** HTTP: request counters by "METHOD status-class". */
+  readonly requests: Map<string, Increment>;
 }
 
 /** Counts an error the upstream reported or reaching it failed with (SQLSTATE, errno name, HTTP status). */
@@ -40,6 +43,7 @@ export function createMetricsStage(metrics: Metrics): StageFactory {
         pendingIn: 0,
         pendingOut: 0,
         classes: new Map(),
+        requests: new Map(),
       };
       bindings.set(key, children);
     }
@@ -53,6 +57,21 @@ export function createMetricsStage(metrics: Metrics): StageFactory {
       classes.set(statementClass, tally);
     }
     return tally;
+  }
+
+  /** Counts an HTTP request by method and status class (bounded labels: known methods, five classes). */
+  function countRequest(binding: string, children: BindingChildren, c: CompletionEvent): void {
+    const space = c.text.indexOf(' ');
+    const verb = space < 0 ? c.text : c.text.substring(0, space);
+    const method = KNOWN_METHODS.has(verb) ? verb : 'other';
+    const status = `${Math.floor((c.status ?? 0) / 100)}xx`;
+    const key = `${method} ${status}`;
+    let counter = children.requests.get(key);
+    if (counter === undefined) {
+      counter = metrics.httpRequests.labels({ binding, method, status });
+      children.requests.set(key, counter);
+    }
+    counter.inc();
   }
 
   metrics.onBytesCollect(() => {
@@ -83,6 +102,7 @@ export function createMetricsStage(metrics: Metrics): StageFactory {
         },
         onComplete(s, completion: CompletionEvent) {
           classTally(s, children.classes, completion.statementClass).record(completion.outcome, Number(completion.durationNs) / 1e9);
+          if (completion.status !== undefined) countRequest(s.binding, children, completion);
         },
         onBytes(_s, bytesIn, bytesOut) {
           children.pendingIn += bytesIn;

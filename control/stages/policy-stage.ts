@@ -6,14 +6,18 @@
 // A replication session is admitted only when a policy grants its kind (allow.replication); its
 // commands are judged like statements, without max_rows and statement_timeout (a stream has no end).
 // With no applicable policy a statement costs a generation check and one flag test.
-import { createDenial, decideStatements, replicationRefusal, type CompiledRules, type Denial, type PolicySubject } from '../policy/engine.js';
+import { createDenial, decideStatements, replicationRefusal, type CompiledRules, type Denial, type PolicySubject, type StatementFacts } from '../policy/engine.js';
 import { callHook, Notifier, type NotificationBody } from '../policy/hooks.js';
 import type { PolicySet } from '../policy/policy-set.js';
 import { TokenBucket } from '../policy/rate-limiter.js';
 import type { Metrics } from '../metrics.js';
 import type { SessionSlots } from '../../proxy/session-slots.js';
 import { FORWARD, type CompletionEvent, type SessionInfo, type Stage, type StageFactory, type StatementEvent, type StatementTracker, type Verdict } from '../../proxy/stage.js';
-import type { Classification } from '../../protocols/postgres/sql-classify.js';
+
+/** The statements of one text as the session's protocol classifies them. */
+export interface Classification {
+  readonly statements: readonly StatementFacts[];
+}
 
 export interface PolicyStageOptions {
   /** The process's current policies; swapped by the worker on every config push. */

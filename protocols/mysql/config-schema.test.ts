@@ -1,7 +1,7 @@
 // The `protocol: mysql` half of the config union: the issue's example normalizes (binding database
 // mapped, defaults filled in), and keys of the wrong protocol are refused with line, path and reason.
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../control/config.js';
+import { ConfigError, parseConfig, type ServiceConfig } from '../../control/config.js';
 
 const EXAMPLE = `services:
   - fqn: service::/prod::shop
@@ -45,7 +45,7 @@ describe('protocol: mysql', () => {
       protocol: 'mysql',
       upstream: { host: '127.0.0.1', port: 3306, database: 'appdb', user: 'shop_owner', password: 's3cret', tls: 'disable' },
     });
-    expect(config.services[1]!.upstream.port).toBe(5432);
+    expect((config.services[1] as ServiceConfig).upstream.port).toBe(5432);
     expect(config.bindings[0]).toEqual({
       protocol: 'mysql',
       fqn: 'binding::/prod/web::shop',
@@ -64,7 +64,7 @@ describe('protocol: mysql', () => {
     ['a PostgreSQL auth method on a MySQL binding', 'auth: mysql_native_password', 'auth: scram-sha-256', 13, 'bindings[0].auth', 'expected "caching_sha2_password" | "mysql_native_password", got "scram-sha-256"'],
     ['a MySQL auth method on a PostgreSQL binding', "clients: [ { user: api, password: api-secret } ]", "auth: caching_sha2_password\n    clients: [ { user: api, password: api-secret } ]", 22, 'bindings[2].auth', 'expected "scram-sha-256" | "md5" | "password", got "caching_sha2_password"'],
     ['a stored SCRAM verifier on a MySQL binding', 'clients: [ { user: web, password: web-secret } ]\n  - fqn: binding::/prod/web::shop-default', 'clients: [ { user: web, verifier: x } ]\n  - fqn: binding::/prod/web::shop-default', 14, 'bindings[0].clients[0]', 'unknown key "verifier"'],
-    ['a binding protocol that differs from nothing sempipe speaks', 'database: shop', 'protocol: oracle', 12, 'bindings[0].protocol', 'expected "postgres" | "mysql", got "oracle"'],
+    ['a binding protocol that differs from nothing sempipe speaks', 'database: shop', 'protocol: oracle', 12, 'bindings[0].protocol', 'expected "postgres" | "mysql" | "http", got "oracle"'],
     ['a user name longer than MySQL allows', 'user: shop_owner', `user: ${'u'.repeat(65)}`, 4, 'services[0].upstream.user', 'must be at most 64 characters'],
     ['verify-full without a CA', 'tls: disable', 'tls: verify-full', 4, 'services[0].upstream.tls', 'tls "verify-full" needs ca: (the CA certificate file that signed the server\'s certificate)'],
   ])('refuses %s', (_what, from, to, line, path, reason) => {

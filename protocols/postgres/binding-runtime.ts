@@ -3,7 +3,7 @@
 // the upstream target with the service's credentials.
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import type { BindingConfig, ClientAuthMethod, SempipeConfig, ServiceConfig } from '../../control/config.js';
+import type { ClientAuthMethod, BindingConfig, ServiceConfig, SempipeConfig } from '../../control/config.js';
 import type { StageFactory } from '../../proxy/stage.js';
 import { scramMockSettings, type ScramMockSettings } from './auth/scram-mock.js';
 import { tlsServerEndPoint } from './auth/scram-server.js';

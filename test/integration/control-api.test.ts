@@ -14,7 +14,7 @@ import { startAdminServer, type AdminServer } from '../../control/admin-server.j
 import { assertApiExposure, ApiExposureError, resolveAdminToken } from '../../control/api/auth.js';
 import { API_ROUTES, createApiHandler, type SessionDirectory, type SessionSummary } from '../../control/api/router.js';
 import { openCatalog, type Catalog } from '../../control/catalog.js';
-import { parseConfig, type HostPort, type SempipeConfig } from '../../control/config.js';
+import { parseConfig, type BindingConfig, type HostPort, type SempipeConfig, type ServiceConfig } from '../../control/config.js';
 import { openStateStore } from '../../control/state-store.js';
 import { parseScramVerifier, verifyPasswordAgainstScram } from '../../protocols/postgres/auth/scram-verifier.js';
 
@@ -161,7 +161,11 @@ describe('control API over HTTP', () => {
         const described = doc.paths[route.path][method.toLowerCase()];
         expect(described.summary).toBe(op.summary);
         expect(Object.keys(described.responses)).toEqual(expect.arrayContaining(['401', '403', ...Object.keys(op.responses)]));
-        if (op.body !== undefined) expect(described.requestBody.content['application/json'].schema.type).toBe('object');
+        if (op.body !== undefined) {
+          // A service body is one object per protocol (oneOf); every other body is one object.
+          const schema = described.requestBody.content['application/json'].schema as { type?: string; oneOf?: Array<{ type: string }> };
+          for (const alternative of schema.oneOf ?? [schema]) expect(alternative.type).toBe('object');
+        }
       }
     }
     const bindingBody = doc.paths['/v1/bindings'].post.requestBody.content['application/json'].schema;
@@ -206,13 +210,13 @@ describe('control API over HTTP', () => {
 
     const replaced = await api.call('PUT', `/v1/services/${enc(SERVICE.fqn)}`, { protocol: 'postgres', upstream: { host: '127.0.0.2', database: 'cache', user: 'cacher' } });
     expect(replaced).toMatchObject({ status: 200, body: { upstream: { host: '127.0.0.2', port: 5432 } } });
-    expect(api.catalog.effective().services[1]!.upstream.password).toBe('upstream-secret-1');
+    expect((api.catalog.effective().services[1] as ServiceConfig).upstream.password).toBe('upstream-secret-1');
     expect((await api.call('PUT', `/v1/services/${enc('service::/prod::orders')}`, SERVICE)).status).toBe(409);
     expect((await api.call('PUT', `/v1/services/${enc('service::/none::x')}`, { ...SERVICE, fqn: 'service::/none::x' })).status).toBe(404);
     expect((await api.call('PUT', `/v1/services/${enc(SERVICE.fqn)}`, { ...SERVICE, fqn: 'service::/none::x' })).body).toMatchObject({ error: 'invalid', path: 'fqn' });
 
     expect((await api.call('POST', `/v1/services/${enc(SERVICE.fqn)}/rotate`, { password: 'upstream-secret-2' })).status).toBe(204);
-    expect(api.catalog.effective().services[1]!.upstream.password).toBe('upstream-secret-2');
+    expect((api.catalog.effective().services[1] as ServiceConfig).upstream.password).toBe('upstream-secret-2');
     expect((await api.call('POST', `/v1/services/${enc(SERVICE.fqn)}/rotate`, {})).body).toMatchObject({ error: 'invalid', path: 'password' });
     expect((await api.call('POST', `/v1/services/${enc('service::/prod::orders')}/rotate`, { password: 'x' })).status).toBe(409);
     expect((await api.call('POST', `/v1/services/${enc('service::/none::x')}/rotate`, { password: 'x' })).status).toBe(404);
@@ -270,7 +274,7 @@ describe('control API over HTTP', () => {
     expect(rotated.status).toBe(200);
     expect(rotated.body.password).not.toBe(password);
     expect(rotated.body.uri).toBe(`postgres://cache-job:${rotated.body.password}@127.0.0.1:${port}/cache`);
-    const verifier = parseScramVerifier(api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job')!.clients[0]!.verifier!)!;
+    const verifier = parseScramVerifier((api.catalog.effective().bindings.find((b) => b.fqn === 'binding::/prod/billing::cache-job') as BindingConfig).clients[0]!.verifier!)!;
     expect(verifyPasswordAgainstScram(rotated.body.password, verifier)).toBe(true);
     expect(verifyPasswordAgainstScram(password, verifier)).toBe(false);
 
@@ -425,7 +429,7 @@ describe('control API over HTTP', () => {
     const bindings = (await api.call('GET', '/v1/bindings')).body.bindings.map((b: any) => b.fqn);
     expect(bindings).toEqual(['binding::/prod::file-api', 'binding::/prod/billing::cache-job']);
     expect((await api.call('GET', `/v1/policies/${enc('policy::/prod::kept')}`)).body).toMatchObject({ deny: { functions: ['lo_export'] } });
-    expect(api.catalog.effective().services.find((s) => s.fqn === SERVICE.fqn)!.upstream.password).toBe('upstream-secret-2');
+    expect((api.catalog.effective().services.find((s) => s.fqn === SERVICE.fqn) as ServiceConfig).upstream.password).toBe('upstream-secret-2');
   });
 });
 

@@ -12,7 +12,7 @@ import pg from 'pg';
 import { startAdminServer, type AdminServer } from '../../control/admin-server.js';
 import { createApiHandler } from '../../control/api/router.js';
 import { openCatalog, type Catalog } from '../../control/catalog.js';
-import { loadConfig } from '../../control/config.js';
+import { loadConfig, type ServiceConfig } from '../../control/config.js';
 import { initClassifier } from '../../protocols/postgres/sql-classify.js';
 import { prepareCredentials } from '../../bin/wiring.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
@@ -136,7 +136,7 @@ describe('services', () => {
   test('rotate reads the new password from stdin; without --password-stdin it refuses', async () => {
     const ok = await ctl(['services', 'rotate', API_SERVICE, '--password-stdin'], { input: 'n3w-upstream-pw\n' });
     expect(ok).toMatchObject({ code: 0, stdout: `${API_SERVICE}: upstream password rotated; new upstream connections use it\n` });
-    expect(catalog.effective().services.find((s) => s.fqn === API_SERVICE)?.upstream.password).toBe('n3w-upstream-pw');
+    expect((catalog.effective().services.find((s) => s.fqn === API_SERVICE) as ServiceConfig | undefined)?.upstream.password).toBe('n3w-upstream-pw');
     const refused = await ctl(['services', 'rotate', API_SERVICE], { input: 'x\n' });
     expect(refused.code).toBe(2);
     expect(refused.stderr).toContain('--password-stdin');
