@@ -192,6 +192,21 @@ ${fileService}
     expect([long.code, long.path]).toEqual(['invalid', 'user']);
   });
 
+  it('refuses an API binding of a mysql service with the reason, instead of making a PostgreSQL one', async () => {
+    const file = parseConfig(
+      `admin: { listen: "127.0.0.1:19187" }
+services:
+  - { fqn: service::/prod::shop, protocol: mysql, upstream: { host: 127.0.0.1, port: 3306, database: shop, user: owner, password: up-pw, tls: disable } }
+`,
+      '/tmp/sempipe-catalog-test.yaml',
+    );
+    const c = open(tempDir(), file);
+    const refused = await asyncRefusal(() => c.createBinding({ fqn: 'binding::/x::shop', service: 'service::/prod::shop', auth: 'scram-sha-256', allowPasswordWithoutTls: false }));
+    expect([refused.code, refused.path]).toEqual(['invalid', 'service']);
+    expect(refused.message).toBe('service::/prod::shop is a mysql service: its bindings are defined in the config file (the API issues PostgreSQL and HTTP bindings)');
+    expect(c.effective().bindings).toEqual([]);
+  });
+
   it('chooses a free loopback port that no listener names when listen is absent', async () => {
     const c = open();
     const ports = new Set<number>();

@@ -334,7 +334,9 @@ export function openCatalog(opts: CatalogOptions): Catalog {
         changed();
         return credentials;
       }
-      if (service.protocol !== 'postgres') throw new CatalogError('invalid', `unknown protocol of ${input.service}`, 'service');
+      if (service.protocol !== 'postgres') {
+        throw new CatalogError('invalid', `${input.service} is a ${service.protocol} service: its bindings are defined in the config file (the API issues PostgreSQL and HTTP bindings)`, 'service');
+      }
       const owner = listenerOwner(m.config, listen);
       if (owner !== undefined) throw new CatalogError('conflict', `address ${formatHostPort(listen)} is already used by ${owner}`);
       const { stored, credentials } = issue({
