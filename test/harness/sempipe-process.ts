@@ -128,3 +128,12 @@ export function sampleValue(text: string, name: string, labels: Record<string, s
   }
   return sum;
 }
+
+/** The audit lines `p` wrote so far (stdout is the audit log; it is flushed on a short timer). */
+export function auditLinesOf<T = Record<string, unknown>>(p: SempipeProcess): T[] {
+  return p
+    .stdout()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as T);
+}

@@ -14,6 +14,7 @@ import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 type Msg = BackendMessage & Record<string, unknown>;
 
@@ -140,14 +141,6 @@ async function fatalAfter(raw: Raw, bytes: Buffer): Promise<Msg> {
   expect(errors).toHaveLength(1);
   expect(errors[0].severity).toBe('FATAL');
   return errors[0];
-}
-
-async function waitFor(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 test('a raw login works and a query on it answers (positive control)', async () => {

@@ -10,6 +10,7 @@ import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
 import { startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 let server: PgServer;
 let portA: number;
@@ -86,14 +87,6 @@ async function connectError(port: number, password: string): Promise<{ code?: st
     },
     (e: unknown) => e as { code?: string; message: string },
   );
-}
-
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1;

@@ -15,6 +15,7 @@ import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-ser
 import { freePort } from '../harness/ports.js';
 import { run } from '../harness/run.js';
 import { startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 const USER = 'app';
 const PASSWORD = 'app-secret';
@@ -96,14 +97,6 @@ const psqlEnv = { PGPASSWORD: PASSWORD };
 
 function psql(host: string, port: number, sql: string, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return run('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', host, '-p', String(port), '-U', USER, '-d', DB, '-c', sql], { env: { ...psqlEnv, ...env } });
-}
-
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const count = (text: string, needle: string): number => text.split(needle).length - 1;
