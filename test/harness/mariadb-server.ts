@@ -3,13 +3,13 @@
 // its own free port and socket, an upstream user with a mysql_native_password password, optional
 // TLS with a certificate generated on the spot. Never touches a server on 3306.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireBinary } from './binaries.js';
 import { makeCertificate, type Certificate } from './certs.js';
 import { freePort } from './ports.js';
-import { createServerProcess } from './server-process.js';
+import { createServerProcess, destroyServer } from './server-process.js';
 
 export interface MariaDbServerOptions {
   tls?: boolean;
@@ -106,7 +106,7 @@ export async function startMariaDb(opts: MariaDbServerOptions = {}): Promise<Mar
     return r.stdout.trim();
   };
 
-  const { start, stop } = createServerProcess({
+  const { start, stop, restart } = createServerProcess({
     name: 'mariadbd',
     command: mariadbd,
     args: [`--defaults-file=${cnf}`, ...account],
@@ -136,16 +136,9 @@ export async function startMariaDb(opts: MariaDbServerOptions = {}): Promise<Mar
     sql: runSql,
     start,
     stop,
-    restart: async () => {
-      await stop();
-      await start();
-    },
+    restart,
   };
 }
 
 /** Stops the server and removes its directory. */
-export async function destroyMariaDb(server: MariaDbServer | undefined): Promise<void> {
-  if (!server) return;
-  await server.stop();
-  rmSync(join(server.dataDir, '..'), { recursive: true, force: true });
-}
+export const destroyMariaDb: (server: MariaDbServer | undefined) => Promise<void> = destroyServer;

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { requireBinary } from './binaries.js';
 import { freePort } from './ports.js';
 import { makeCertificate, type Certificate } from './certs.js';
-import { createServerProcess } from './server-process.js';
+import { createServerProcess, destroyServer } from './server-process.js';
 
 export type PgAuthMethod = 'scram-sha-256' | 'md5' | 'password' | 'trust';
 
@@ -190,7 +190,7 @@ function serverControl(setup: ServerSetup): Pick<PgServer, 'sql' | 'start' | 'st
     return r.stdout.trim();
   };
 
-  const { start, stop } = createServerProcess({
+  const { start, stop, restart } = createServerProcess({
     name: 'postgres',
     command: postgresBin,
     args: ['-D', dataDir, ...setup.args],
@@ -203,16 +203,9 @@ function serverControl(setup: ServerSetup): Pick<PgServer, 'sql' | 'start' | 'st
     sql: runSql,
     start,
     stop,
-    restart: async () => {
-      await stop();
-      await start();
-    },
+    restart,
   };
 }
 
 /** Stops the server and removes its directory. */
-export async function destroyPostgres(server: PgServer | undefined): Promise<void> {
-  if (!server) return;
-  await server.stop();
-  rmSync(join(server.dataDir, '..'), { recursive: true, force: true });
-}
+export const destroyPostgres: (server: PgServer | undefined) => Promise<void> = destroyServer;

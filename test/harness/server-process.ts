@@ -1,7 +1,10 @@
 // Starts and stops one database server process for the harnesses (PostgreSQL, MariaDB): spawn it,
 // keep the tail of its stderr for the error message, poll until it answers, and on stop send the
-// server's own shutdown signal with a SIGKILL fallback so a hung server never hangs the suite.
+// server's own shutdown signal with a SIGKILL fallback so a hung server never hangs the suite; and
+// the removal of a server's directory once a suite is done with it.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
 
 export interface ServerProcessSetup {
   /** Names the server in errors ("postgres exited: ..."). */
@@ -19,6 +22,7 @@ export interface ServerProcessSetup {
 export interface ServerProcess {
   start: () => Promise<void>;
   stop: () => Promise<void>;
+  restart: () => Promise<void>;
 }
 
 export function createServerProcess(setup: ServerProcessSetup): ServerProcess {
@@ -49,5 +53,17 @@ export function createServerProcess(setup: ServerProcessSetup): ServerProcess {
     clearTimeout(timer);
   };
 
-  return { start, stop };
+  const restart = async (): Promise<void> => {
+    await stop();
+    await start();
+  };
+
+  return { start, stop, restart };
+}
+
+/** Stops a server the harness started and removes its directory (the data directory's parent). */
+export async function destroyServer(server: { stop(): Promise<void>; dataDir: string } | undefined): Promise<void> {
+  if (!server) return;
+  await server.stop();
+  rmSync(join(server.dataDir, '..'), { recursive: true, force: true });
 }
