@@ -28,6 +28,34 @@ function lines(file: string): string[] {
   return readFileSync(file, 'utf8').split('\n').filter((l) => l !== '');
 }
 
+const WRITES = 5000;
+
+/**
+ * Runs three processes (writers a, b, c) that each write WRITES audit lines to the stdout they share,
+ * which `redirect` (shell text after the group) sends to a pipe or a file.
+ */
+async function threeWritersToStdout(redirect: string): Promise<{ stdout: string; stderr: string }> {
+  const audit = resolve(import.meta.dirname, '../dist/control/audit.js');
+  const child = tempFile('writer.mjs');
+  writeFileSync(
+    child,
+    `const { createAuditLog } = await import(${JSON.stringify(audit)});
+    const log = createAuditLog({ destination: 'stdout', pretty: false, maxStatementLength: 100 });
+    for (let i = 0; i < ${WRITES}; i++) log.logger.info({ event: 'statement', writer: process.argv[2], n: i, pad: 'é'.repeat(i % 300) });
+    await log.close();`,
+  );
+  const node = (id: string): string => `"${process.execPath}" "${child}" ${id}`;
+  return promisify(execFile)('sh', ['-c', `(${node('a')} & ${node('b')} & ${node('c')} & wait) ${redirect}`], { maxBuffer: 64 * 1024 * 1024 });
+}
+
+/** Every line is whole JSON, and each writer's lines are all there, in order. */
+function expectWholeLinesOfThreeWriters(written: string[]): void {
+  const parsed = written.map((l) => JSON.parse(l) as { writer: string; n: number });
+  for (const writer of ['a', 'b', 'c']) {
+    expect(parsed.filter((l) => l.writer === writer).map((l) => l.n)).toEqual(Array.from({ length: WRITES }, (_, i) => i));
+  }
+}
+
 afterEach(async () => {
   await Promise.all(logs.splice(0).map((l) => l.close()));
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
@@ -80,41 +108,15 @@ describe('createAuditLog', () => {
   });
 
   it('writes whole lines when several processes share one pipe as stdout', async () => {
-    const audit = resolve(import.meta.dirname, '../dist/control/audit.js');
-    const child = tempFile('writer.mjs');
-    writeFileSync(
-      child,
-      `const { createAuditLog } = await import(${JSON.stringify(audit)});
-      const log = createAuditLog({ destination: 'stdout', pretty: false, maxStatementLength: 100 });
-      for (let i = 0; i < 5000; i++) log.logger.info({ event: 'statement', writer: process.argv[2], n: i, pad: 'é'.repeat(i % 300) });
-      await log.close();`,
-    );
-    const node = (id: string): string => `"${process.execPath}" "${child}" ${id}`;
-    const { stdout, stderr } = await promisify(execFile)('sh', ['-c', `(${node('a')} & ${node('b')} & ${node('c')} & wait) | (sleep 0.3; dd bs=512 2>/dev/null)`], { maxBuffer: 64 * 1024 * 1024 });
+    const { stdout, stderr } = await threeWritersToStdout('| (sleep 0.3; dd bs=512 2>/dev/null)');
     expect(stderr).toBe('');
-    const written = stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { writer: string; n: number });
-    for (const writer of ['a', 'b', 'c']) {
-      expect(written.filter((l) => l.writer === writer).map((l) => l.n)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
-    }
+    expectWholeLinesOfThreeWriters(stdout.split('\n').filter((l) => l !== ''));
   });
 
   it('writes whole lines when several processes share stdout redirected to one file', async () => {
-    const audit = resolve(import.meta.dirname, '../dist/control/audit.js');
-    const child = tempFile('writer.mjs');
     const out = tempFile('stdout.log');
-    writeFileSync(
-      child,
-      `const { createAuditLog } = await import(${JSON.stringify(audit)});
-      const log = createAuditLog({ destination: 'stdout', pretty: false, maxStatementLength: 100 });
-      for (let i = 0; i < 5000; i++) log.logger.info({ event: 'statement', writer: process.argv[2], n: i, pad: 'é'.repeat(i % 300) });
-      await log.close();`,
-    );
-    const node = (id: string): string => `"${process.execPath}" "${child}" ${id}`;
-    await promisify(execFile)('sh', ['-c', `(${node('a')} & ${node('b')} & ${node('c')} & wait) > "${out}"`]);
-    const written = lines(out).map((l) => JSON.parse(l) as { writer: string; n: number });
-    for (const writer of ['a', 'b', 'c']) {
-      expect(written.filter((l) => l.writer === writer).map((l) => l.n)).toEqual(Array.from({ length: 5000 }, (_, i) => i));
-    }
+    await threeWritersToStdout(`> "${out}"`);
+    expectWholeLinesOfThreeWriters(lines(out));
   });
 
   it('pretty output is human-readable text, not JSON', async () => {

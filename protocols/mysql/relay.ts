@@ -11,6 +11,7 @@
 import type { Socket } from 'node:net';
 import type { ChunkSource } from '../../proxy/chunk-reader.js';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
+import { startRelay } from '../../proxy/relay-start.js';
 import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js';
 import { Cap, Command, Header, ServerStatus } from './constants.js';
 import { affectedRowsOfOk, packet, parseErr, readLenenc, statusOfTerminator } from './messages.js';
@@ -131,22 +132,16 @@ export class MysqlRelay {
   }
 
   start(): void {
-    const { client, upstream } = this;
-    this.clientSource.start((chunk, length) => this.onClientData(chunk, length));
-    this.upstreamSource.start((chunk, length) => this.onUpstreamData(chunk, length));
-    client.on('drain', () => upstream.resume());
-    upstream.on('drain', () => {
-      this.upstreamBlocked = false;
-      this.resumeClient();
+    startRelay(this.clientSource, this.upstreamSource, {
+      onClientData: (chunk, length) => this.onClientData(chunk, length),
+      onUpstreamData: (chunk, length) => this.onUpstreamData(chunk, length),
+      onUpstreamDrain: () => {
+        this.upstreamBlocked = false;
+        this.resumeClient();
+      },
+      onClientGone: () => this.close('client'),
+      onUpstreamGone: () => this.onUpstreamClosed(),
     });
-    client.on('close', () => this.close('client'));
-    client.on('error', () => this.close('client'));
-    upstream.on('close', () => this.onUpstreamClosed());
-    upstream.on('error', () => this.onUpstreamClosed());
-    for (const chunk of this.clientSource.pending.splice(0)) this.onClientData(chunk, chunk.length);
-    for (const chunk of this.upstreamSource.pending.splice(0)) this.onUpstreamData(chunk, chunk.length);
-    client.resume();
-    upstream.resume();
   }
 
   // ---- client to upstream ----------------------------------------------------------------------

@@ -7,9 +7,9 @@ import type { Socket } from 'node:net';
 import { adoptSocket } from '../../proxy/chunk-reader.js';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
 import type { Peer } from '../../proxy/data-plane.js';
-import { SessionPipeline } from '../../proxy/pipeline.js';
+import { endBeforeRelay, openSession } from '../../proxy/session-opening.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
-import type { EndReason, SessionInfo } from '../../proxy/stage.js';
+import type { EndReason } from '../../proxy/stage.js';
 import type { MysqlBindingRuntime } from './binding-runtime.js';
 import { runMysqlClientHandshake } from './client-handshake.js';
 import { ServerStatus } from './constants.js';
@@ -54,23 +54,19 @@ export async function handleMysqlConnection(socket: Socket, rt: MysqlBindingRunt
   }
   host.authenticated(socket);
 
-  const info: SessionInfo = {
-    id: host.nextSessionId(),
+  const { info, pipeline, admission } = await openSession(host, {
     binding: rt.fqn,
     service: rt.serviceFqn,
     protocol: PROTOCOL,
     user: client.user,
     clientAddress,
     database: client.database,
-    startedAt: Date.now(),
-  };
-  const pipeline = new SessionPipeline(info, rt.stages);
+  }, rt.stages);
   const refuse = (err: ReturnType<typeof fromVerdict>, reason: EndReason): void => {
     release();
-    pipeline.end({ reason, bytesIn: 0, bytesOut: 0, statements: 0, message: err.message });
+    endBeforeRelay(pipeline, reason, err.message);
     if (!client.socket.destroyed) client.socket.end(errorPacket(err, client.nextSeq));
   };
-  const admission = await pipeline.admit();
   if (admission.action !== 'forward') {
     refuse(fromVerdict(admission.code, admission.message), 'error');
     return;
@@ -88,7 +84,7 @@ export async function handleMysqlConnection(socket: Socket, rt: MysqlBindingRunt
   if (client.socket.destroyed) {
     release();
     upstream.socket.destroy();
-    pipeline.end({ reason: 'client', bytesIn: 0, bytesOut: 0, statements: 0 });
+    endBeforeRelay(pipeline, 'client');
     return;
   }
 

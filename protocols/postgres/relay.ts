@@ -29,6 +29,7 @@ import type { Socket } from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { ChunkSource } from '../../proxy/chunk-reader.js';
 import type { SessionPipeline } from '../../proxy/pipeline.js';
+import { startRelay } from '../../proxy/relay-start.js';
 import type { EndReason, StatementTracker, Verdict } from '../../proxy/stage.js';
 import { errorResponse, type ErrorFields } from './backend-messages.js';
 import { CommandTagDecoder, decodeErrorResponse } from './backend-decode.js';
@@ -221,21 +222,13 @@ export class PgRelay {
 
   /** Starts relaying; `leftover` holds client bytes that arrived with the last auth message. */
   start(leftover: Buffer): void {
-    const { client, upstream } = this;
-    this.clientSource.start((chunk, length) => this.onClientData(chunk, length));
-    this.upstreamSource.start((chunk, length) => this.onUpstreamData(chunk, length));
-    client.on('drain', () => upstream.resume());
-    upstream.on('drain', this.onUpstreamDrain);
-    client.on('close', () => this.close('client'));
-    upstream.on('close', this.onUpstreamGone);
-    client.on('error', () => this.close('client'));
-    upstream.on('error', this.onUpstreamGone);
-    if (leftover.length > 0) this.onClientData(leftover, leftover.length);
-    // Taken out, so that the next session on a reused upstream connection does not see them again.
-    for (const chunk of this.clientSource.pending.splice(0)) this.onClientData(chunk, chunk.length);
-    for (const chunk of this.upstreamSource.pending.splice(0)) this.onUpstreamData(chunk, chunk.length);
-    client.resume();
-    upstream.resume();
+    startRelay(this.clientSource, this.upstreamSource, {
+      onClientData: (chunk, length) => this.onClientData(chunk, length),
+      onUpstreamData: (chunk, length) => this.onUpstreamData(chunk, length),
+      onUpstreamDrain: this.onUpstreamDrain,
+      onClientGone: () => this.close('client'),
+      onUpstreamGone: this.onUpstreamGone,
+    }, leftover);
   }
 
   private readonly onUpstreamDrain = (): void => {

@@ -8,9 +8,9 @@ import { serialize } from 'pg-protocol';
 import type { ConnectionHost } from '../../proxy/connection-host.js';
 import type { Peer } from '../../proxy/data-plane.js';
 import { adoptSocket } from '../../proxy/chunk-reader.js';
-import { SessionPipeline } from '../../proxy/pipeline.js';
+import { endBeforeRelay, openSession } from '../../proxy/session-opening.js';
 import type { LiveSession } from '../../proxy/session-registry.js';
-import type { EndReason, SessionInfo } from '../../proxy/stage.js';
+import type { EndReason } from '../../proxy/stage.js';
 import { authenticationOk, backendKeyData, errorResponse, readyForQuery, type ErrorFields } from './backend-messages.js';
 import { overUnixSocket, type PgBindingRuntime } from './binding-runtime.js';
 import { runClientHandshake } from './client-handshake.js';
@@ -77,23 +77,19 @@ export async function handlePgConnection(socket: Socket, bindingRuntime: PgBindi
   if (client === undefined) return;
   host.authenticated(socket);
 
-  const info: SessionInfo = {
-    id: host.nextSessionId(),
+  const { info, pipeline, admission } = await openSession(host, {
     binding: rt.fqn,
     service: rt.serviceFqn,
     protocol: PROTOCOL,
     user: client.user,
     clientAddress,
     database: client.database,
-    startedAt: Date.now(),
     ...(client.replication !== undefined && { replication: client.replication }),
-  };
-  const pipeline = new SessionPipeline(info, rt.stages);
+  }, rt.stages);
   const refuse = (fields: ErrorFields, reason: EndReason): void => {
-    pipeline.end({ reason, bytesIn: 0, bytesOut: 0, statements: 0, message: fields.message });
+    endBeforeRelay(pipeline, reason, fields.message);
     if (!client.socket.destroyed) client.socket.end(errorResponse(fields));
   };
-  const admission = await pipeline.admit();
   if (admission.action !== 'forward') {
     refuse({ severity: 'FATAL', code: admission.code, message: admission.message }, 'error');
     return;
@@ -114,7 +110,7 @@ export async function handlePgConnection(socket: Socket, bindingRuntime: PgBindi
   if (client.socket.destroyed) {
     if (reusable) upstreamPool.release(key, upstream, rt.upstreamIdle);
     else upstream.source.socket.end(terminateFrame);
-    pipeline.end({ reason: 'client', bytesIn: 0, bytesOut: 0, statements: 0 });
+    endBeforeRelay(pipeline, 'client');
     return;
   }
 

@@ -2,13 +2,14 @@
 // mariadb-install-db into a temporary directory (root authenticates by password, not unix_socket),
 // its own free port and socket, an upstream user with a mysql_native_password password, optional
 // TLS with a certificate generated on the spot. Never touches a server on 3306.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { requireBinary } from './binaries.js';
 import { makeCertificate, type Certificate } from './certs.js';
 import { freePort } from './ports.js';
+import { createServerProcess, destroyServer } from './server-process.js';
 
 export interface MariaDbServerOptions {
   tls?: boolean;
@@ -95,7 +96,6 @@ export async function startMariaDb(opts: MariaDbServerOptions = {}): Promise<Mar
   ], { encoding: 'utf8' });
   if (install.status !== 0) throw new Error(`mariadb-install-db failed: ${install.stderr || install.stdout}`);
 
-  let child: ChildProcess | undefined;
   let rootHasPassword = false;
   const clientArgs = (): string[] => [
     '--no-defaults', `--socket=${socket}`, '-uroot', ...(rootHasPassword ? [`-p${rootPassword}`] : []), '-N', '-B',
@@ -106,31 +106,13 @@ export async function startMariaDb(opts: MariaDbServerOptions = {}): Promise<Mar
     return r.stdout.trim();
   };
 
-  const start = async (): Promise<void> => {
-    const proc = spawn(mariadbd, [`--defaults-file=${cnf}`, ...account], { stdio: ['ignore', 'ignore', 'pipe'] });
-    child = proc;
-    let log = '';
-    proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (proc.exitCode !== null) throw new Error(`mariadbd exited: ${log}`);
-      const r = spawnSync(client, [...clientArgs(), '-e', 'select 1'], { encoding: 'utf8' });
-      if (r.status === 0) return;
-      if (Date.now() > deadline) throw new Error(`mariadbd did not become ready: ${log}`);
-      await new Promise((r2) => setTimeout(r2, 100));
-    }
-  };
-
-  const stop = async (): Promise<void> => {
-    const proc = child;
-    child = undefined;
-    if (!proc || proc.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill('SIGTERM');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  };
+  const { start, stop, restart } = createServerProcess({
+    name: 'mariadbd',
+    command: mariadbd,
+    args: [`--defaults-file=${cnf}`, ...account],
+    ready: () => spawnSync(client, [...clientArgs(), '-e', 'select 1'], { encoding: 'utf8' }).status === 0,
+    stopSignal: 'SIGTERM',
+  });
 
   await start();
   runSql([
@@ -154,16 +136,9 @@ export async function startMariaDb(opts: MariaDbServerOptions = {}): Promise<Mar
     sql: runSql,
     start,
     stop,
-    restart: async () => {
-      await stop();
-      await start();
-    },
+    restart,
   };
 }
 
 /** Stops the server and removes its directory. */
-export async function destroyMariaDb(server: MariaDbServer | undefined): Promise<void> {
-  if (!server) return;
-  await server.stop();
-  rmSync(join(server.dataDir, '..'), { recursive: true, force: true });
-}
+export const destroyMariaDb: (server: MariaDbServer | undefined) => Promise<void> = destroyServer;

@@ -3,13 +3,14 @@
 // password, optional TLS with a certificate generated on the spot, optionally ready for replication
 // (wal_level=logical, `replication` lines in pg_hba.conf, the upstream role WITH REPLICATION). Also
 // starts a server on a data directory made elsewhere (a base backup). Never touches a server on 5432.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { requireBinary } from './binaries.js';
 import { freePort } from './ports.js';
 import { makeCertificate, type Certificate } from './certs.js';
+import { createServerProcess, destroyServer } from './server-process.js';
 
 export type PgAuthMethod = 'scram-sha-256' | 'md5' | 'password' | 'trust';
 
@@ -181,7 +182,6 @@ function serverControl(setup: ServerSetup): Pick<PgServer, 'sql' | 'start' | 'st
   const postgresBin = requireBinary('postgres');
   const psql = requireBinary('psql');
   const { dataDir, socketDir, port, superuser, ids } = setup;
-  let child: ChildProcess | undefined;
   const runSql = (query: string, db = 'postgres'): string => {
     const r = spawnSync(psql, ['-h', socketDir, '-p', String(port), '-U', superuser, '-d', db, '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', query], {
       encoding: 'utf8',
@@ -190,46 +190,22 @@ function serverControl(setup: ServerSetup): Pick<PgServer, 'sql' | 'start' | 'st
     return r.stdout.trim();
   };
 
-  const start = async (): Promise<void> => {
-    const proc = spawn(postgresBin, ['-D', dataDir, ...setup.args], { ...ids, stdio: ['ignore', 'ignore', 'pipe'] });
-    child = proc;
-    let log = '';
-    proc.stderr!.on('data', (d: Buffer) => { log = (log + d.toString()).slice(-4000); });
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      if (proc.exitCode !== null) throw new Error(`postgres exited: ${log}`);
-      const r = spawnSync(psql, ['-h', socketDir, '-p', String(port), '-U', superuser, '-d', 'postgres', '-XAtqc', 'select 1'], { encoding: 'utf8' });
-      if (r.status === 0) return;
-      if (Date.now() > deadline) throw new Error(`postgres did not become ready: ${log}`);
-      await new Promise((r2) => setTimeout(r2, 100));
-    }
-  };
-
-  const stop = async (): Promise<void> => {
-    const proc = child;
-    child = undefined;
-    if (!proc || proc.exitCode !== null) return;
-    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill('SIGINT');
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-  };
+  const { start, stop, restart } = createServerProcess({
+    name: 'postgres',
+    command: postgresBin,
+    args: ['-D', dataDir, ...setup.args],
+    spawnOptions: ids,
+    ready: () => spawnSync(psql, ['-h', socketDir, '-p', String(port), '-U', superuser, '-d', 'postgres', '-XAtqc', 'select 1'], { encoding: 'utf8' }).status === 0,
+    stopSignal: 'SIGINT',
+  });
 
   return {
     sql: runSql,
     start,
     stop,
-    restart: async () => {
-      await stop();
-      await start();
-    },
+    restart,
   };
 }
 
 /** Stops the server and removes its directory. */
-export async function destroyPostgres(server: PgServer | undefined): Promise<void> {
-  if (!server) return;
-  await server.stop();
-  rmSync(join(server.dataDir, '..'), { recursive: true, force: true });
-}
+export const destroyPostgres: (server: PgServer | undefined) => Promise<void> = destroyServer;

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { freePort } from './ports.js';
+import { waitFor } from './wait.js';
 
 /** The package root, whether this file runs from source (test/harness) or compiled (dist/test/harness). */
 const ROOT = resolve(import.meta.dirname, import.meta.dirname.split('/').includes('dist') ? '../../..' : '../..');
@@ -127,4 +128,26 @@ export function sampleValue(text: string, name: string, labels: Record<string, s
     if (ok) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
   }
   return sum;
+}
+
+/** The audit lines `p` wrote so far (stdout is the audit log; it is flushed on a short timer). */
+export function auditLinesOf<T = Record<string, unknown>>(p: SempipeProcess): T[] {
+  return p
+    .stdout()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as T);
+}
+
+/** The port of `p`'s admin API (a config written for a reload must keep it). */
+export const adminPortOf = (p: SempipeProcess): number => Number(new URL(p.adminUrl).port);
+
+/** Writes `yaml` as `p`'s config file, sends SIGHUP and waits until every worker applied it. */
+export async function reloadSempipe(p: SempipeProcess, yaml: string): Promise<void> {
+  const reloads = (): number => p.stderr().split('config reloaded').length - 1;
+  const before = reloads();
+  writeFileSync(p.configFile, yaml);
+  p.signal('SIGHUP');
+  await waitFor(() => reloads() === before + 1, 'the reload');
+  await waitReady(p);
 }

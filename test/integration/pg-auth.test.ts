@@ -13,7 +13,7 @@ import { requireBinary } from '../harness/binaries.js';
 import { makeCertificate } from '../harness/certs.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePorts } from '../harness/ports.js';
-import { SEMPIPE_BIN, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { auditLinesOf, SEMPIPE_BIN, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
 import { run, type RunResult } from '../harness/run.js';
 
 const SERVICE = 'service::/test::db';
@@ -173,11 +173,7 @@ interface AuditLine {
 
 /** The audit log's lines so far (stdout is the audit log; it is flushed on a short timer). */
 function auditLines(): AuditLine[] {
-  return sempipe
-    .stdout()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as AuditLine);
+  return auditLinesOf<AuditLine>(sempipe);
 }
 
 async function waitForAudit(match: (l: AuditLine) => boolean): Promise<AuditLine> {

@@ -8,14 +8,12 @@ import { spawnSync } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
-import { Parser } from 'pg-protocol/dist/parser.js';
-import type { BackendMessage } from 'pg-protocol/dist/messages.js';
+import { readBackendMessages, type BackendMsg as Msg } from '../harness/backend-reader.js';
 import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
-
-type Msg = BackendMessage & Record<string, unknown>;
+import { waitFor } from '../harness/wait.js';
 
 const APP = 'binding::/test::app';
 let server: PgServer;
@@ -93,27 +91,12 @@ interface Raw {
 function rawConnect(port = appPort): Promise<Raw> {
   return new Promise((resolve, reject) => {
     const socket = connect(port, '127.0.0.1');
-    const parser = new Parser();
-    const all: Msg[] = [];
-    const queue: Msg[] = [];
-    const waiters: Array<() => void> = [];
-    socket.on('error', () => {});
-    socket.on('data', (d: Buffer) =>
-      parser.parse(d, (m) => {
-        all.push(m as Msg);
-        queue.push(m as Msg);
-        waiters.splice(0).forEach((w) => w());
-      }),
-    );
-    const closed = new Promise<Msg[]>((r) => socket.once('close', () => r(all)));
+    const { next, closed } = readBackendMessages(socket);
     socket.once('connect', () =>
       resolve({
         socket,
         closed,
-        next: async () => {
-          while (queue.length === 0) await Promise.race([new Promise<void>((r) => waiters.push(r)), closed.then(() => Promise.reject(new Error('closed')))]);
-          return queue.shift()!;
-        },
+        next,
       }),
     );
     socket.once('error', reject);
@@ -140,14 +123,6 @@ async function fatalAfter(raw: Raw, bytes: Buffer): Promise<Msg> {
   expect(errors).toHaveLength(1);
   expect(errors[0].severity).toBe('FATAL');
   return errors[0];
-}
-
-async function waitFor(check: () => Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 test('a raw login works and a query on it answers (positive control)', async () => {

@@ -11,14 +11,11 @@ import { readFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
-import { Parser } from 'pg-protocol/dist/parser.js';
-import type { BackendMessage } from 'pg-protocol/dist/messages.js';
+import { readBackendMessages, type BackendMsg as Msg } from '../harness/backend-reader.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
 import { errorOf } from '../harness/run.js';
 import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
-
-type Msg = BackendMessage & Record<string, unknown>;
 
 const BINDING = 'binding::/test::hung';
 const SERVICE = 'service::/test::db';
@@ -152,23 +149,7 @@ interface Raw {
 /** Logs in over a raw socket (binding auth: password) and waits for ReadyForQuery. */
 async function rawLogin(applicationName: string, listen = port): Promise<Raw> {
   const socket = connect(listen, '127.0.0.1');
-  socket.on('error', () => {});
-  const parser = new Parser();
-  const all: Msg[] = [];
-  const queue: Msg[] = [];
-  const waiters: Array<() => void> = [];
-  socket.on('data', (d: Buffer) =>
-    parser.parse(d, (m) => {
-      all.push(m as Msg);
-      queue.push(m as Msg);
-      waiters.splice(0).forEach((w) => w());
-    }),
-  );
-  const closed = new Promise<Msg[]>((r) => socket.once('close', () => r(all)));
-  const next = async (): Promise<Msg> => {
-    while (queue.length === 0) await Promise.race([new Promise<void>((r) => waiters.push(r)), closed.then(() => Promise.reject(new Error('closed')))]);
-    return queue.shift()!;
-  };
+  const { next, all, closed } = readBackendMessages(socket);
   socket.write(serialize.startup({ user: 'api', database: 'orders', application_name: applicationName }));
   expect((await next()).name).toBe('authenticationCleartextPassword');
   socket.write(serialize.password('api-secret'));

@@ -9,7 +9,8 @@ import pg from 'pg';
 import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
-import { startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { adminPortOf, reloadSempipe, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 let server: PgServer;
 let portA: number;
@@ -66,8 +67,6 @@ async function start(shape: Shape): Promise<SempipeProcess> {
   return p;
 }
 
-const adminPortOf = (p: SempipeProcess): number => Number(new URL(p.adminUrl).port);
-
 async function client(port: number, password: string): Promise<pg.Client> {
   const c = new pg.Client({ host: '127.0.0.1', port, user: 'api', password, database: 'orders' });
   c.on('error', () => {});
@@ -88,23 +87,11 @@ async function connectError(port: number, password: string): Promise<{ code?: st
   );
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 const count = (text: string, needle: string): number => text.split(needle).length - 1;
 
-/** Writes the new file, sends SIGHUP and waits until every worker applied it. */
+/** Reloads `p` with the config of `shape` (on the admin port it has). */
 async function reload(p: SempipeProcess, shape: Shape): Promise<void> {
-  const before = count(p.stderr(), 'config reloaded');
-  writeFileSync(p.configFile, yaml({ ...shape, adminPort: adminPortOf(p) }));
-  p.signal('SIGHUP');
-  await waitFor(() => count(p.stderr(), 'config reloaded') === before + 1, 'the reload');
-  await waitReady(p);
+  await reloadSempipe(p, yaml({ ...shape, adminPort: adminPortOf(p) }));
 }
 
 describe('SIGHUP reload', () => {

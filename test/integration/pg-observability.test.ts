@@ -8,7 +8,8 @@ import pg from 'pg';
 import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
-import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { auditLinesOf, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 const OBS = 'binding::/test::obs';
 const SPREAD = 'binding::/test::spread';
@@ -56,21 +57,8 @@ async function client(port: number): Promise<pg.Client> {
   return c;
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 type AuditLine = Record<string, unknown>;
-const auditLines = (): AuditLine[] =>
-  sempipe
-    .stdout()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as AuditLine);
+const auditLines = (): AuditLine[] => auditLinesOf<AuditLine>(sempipe);
 
 async function auditLine(match: (l: AuditLine) => boolean, what: string): Promise<AuditLine> {
   let found: AuditLine | undefined;

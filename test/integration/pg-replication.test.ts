@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { requireBinary } from '../harness/binaries.js';
 import { destroyPostgres, startClusterCopy, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePorts } from '../harness/ports.js';
-import { startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { auditLinesOf, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
 import { errorOf, run, type RunResult } from '../harness/run.js';
 
 const USER = 'api';
@@ -147,12 +147,7 @@ const slotActive = (slot: string): boolean => db(`select coalesce(bool_or(active
 
 /** The audit lines of `event` (statement lines of class replication unless told otherwise). */
 function auditLines(filter: (line: Record<string, unknown>) => boolean): Array<Record<string, unknown>> {
-  return sempipe
-    .stdout()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>)
-    .filter(filter);
+  return auditLinesOf(sempipe).filter(filter);
 }
 
 describe('replication allowed by policy', () => {

@@ -5,7 +5,7 @@
 // revocation and shutdown remove the file.
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -14,7 +14,8 @@ import { makeCertificate, type Certificate } from '../harness/certs.js';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
 import { run } from '../harness/run.js';
-import { startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { adminPortOf, reloadSempipe, startSempipe, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 const USER = 'app';
 const PASSWORD = 'app-secret';
@@ -98,23 +99,11 @@ function psql(host: string, port: number, sql: string, env: Record<string, strin
   return run('psql', ['-X', '-At', '-v', 'ON_ERROR_STOP=1', '-h', host, '-p', String(port), '-U', USER, '-d', DB, '-c', sql], { env: { ...psqlEnv, ...env } });
 }
 
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
 const count = (text: string, needle: string): number => text.split(needle).length - 1;
-const adminPortOf = (p: SempipeProcess): number => Number(new URL(p.adminUrl).port);
 
+/** Reloads `p` with the config of `shape` (on the admin port it has). */
 async function reload(p: SempipeProcess, shape: Shape): Promise<void> {
-  const before = count(p.stderr(), 'config reloaded');
-  writeFileSync(p.configFile, yaml({ ...shape, adminPort: adminPortOf(p) }));
-  p.signal('SIGHUP');
-  await waitFor(() => count(p.stderr(), 'config reloaded') === before + 1, 'the reload');
-  await waitReady(p);
+  await reloadSempipe(p, yaml({ ...shape, adminPort: adminPortOf(p) }));
 }
 
 /** The one-byte answer to an SSLRequest (PostgreSQL's: S or N). */

@@ -9,7 +9,8 @@ import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import pg from 'pg';
 import { destroyPostgres, startPostgres, type PgServer } from '../harness/pg-server.js';
 import { freePort } from '../harness/ports.js';
-import { startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { auditLinesOf, startSempipe, waitReady, type SempipeProcess } from '../harness/sempipe-process.js';
+import { waitFor } from '../harness/wait.js';
 
 const BINDING = 'binding::/test::app';
 const AUTH_TIMEOUT_MS = 1000;
@@ -74,20 +75,7 @@ async function liveSessions(): Promise<Array<{ id: string; client_address: strin
   return ((await (await fetch(`${sempipe.adminUrl}/v1/sessions`, { headers: ADMIN_HEADERS })).json()) as { sessions: Array<{ id: string; client_address: string }> }).sessions;
 }
 
-const auditLines = (): AuditLine[] =>
-  sempipe
-    .stdout()
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as AuditLine);
-
-async function waitFor(check: () => boolean | Promise<boolean>, what: string, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const auditLines = (): AuditLine[] => auditLinesOf<AuditLine>(sempipe);
 
 /** Rejects naming `what` when `promise` has not settled within `ms`. */
 async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
