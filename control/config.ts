@@ -449,6 +449,28 @@ export function defaultLimits(): SempipeConfig['limits'] {
   return normalizeLimits(limitsSchema.parse({}));
 }
 
+/**
+ * A service as the rest of sempipe sees it; `resolvePath` makes a file path absolute (relative to
+ * the config file, or as it is where the control API only takes absolute paths).
+ */
+export function normalizeService(s: RawConfig['services'][number], resolvePath: (p: string) => string): AnyServiceConfig {
+  if (s.protocol === 'http') return normalizeHttpService(s, resolvePath);
+  return {
+    fqn: s.fqn,
+    protocol: s.protocol,
+    upstream: {
+      host: s.upstream.host,
+      port: s.upstream.port,
+      database: s.upstream.database,
+      user: s.upstream.user,
+      ...(s.upstream.password !== undefined && { password: s.upstream.password }),
+      tls: s.upstream.tls,
+      ...('tls_negotiation' in s.upstream && { tlsNegotiation: s.upstream.tls_negotiation }),
+      ...(s.upstream.ca !== undefined && { ca: resolvePath(s.upstream.ca) }),
+    },
+  };
+}
+
 /** A binding's addresses (socket paths resolved against the file's directory) and its socket files' access. */
 function listenOf(
   b: { listen: ListenAddress[]; unix_socket_mode?: number; unix_socket_group?: string },
@@ -475,20 +497,7 @@ function normalize(raw: RawConfig, file: string, baseDir: string): SempipeConfig
       maxStatementLength: raw.audit.max_statement_length,
       destination: destination === 'stdout' || destination === 'stderr' ? destination : resolve(baseDir, destination),
     },
-    services: raw.services.map((s): AnyServiceConfig => s.protocol === 'http' ? normalizeHttpService(s, (p) => resolve(baseDir, p)) : ({
-      fqn: s.fqn,
-      protocol: s.protocol,
-      upstream: {
-        host: s.upstream.host,
-        port: s.upstream.port,
-        database: s.upstream.database,
-        user: s.upstream.user,
-        ...(s.upstream.password !== undefined && { password: s.upstream.password }),
-        tls: s.upstream.tls,
-        ...('tls_negotiation' in s.upstream && { tlsNegotiation: s.upstream.tls_negotiation }),
-        ...(s.upstream.ca !== undefined && { ca: resolve(baseDir, s.upstream.ca) }),
-      },
-    })),
+    services: raw.services.map((s): AnyServiceConfig => normalizeService(s, (p) => resolve(baseDir, p))),
     bindings: raw.bindings.map((b): AnyBindingConfig => b.protocol === 'http' ? normalizeHttpBinding(b, listenOf(b, baseDir), (p) => resolve(baseDir, p)) : b.protocol === 'mysql' ? {
       protocol: 'mysql',
       fqn: b.fqn,

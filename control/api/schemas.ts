@@ -8,8 +8,7 @@ import { z } from 'zod';
 import { CLIENT_AUTH_METHODS, configSchema, parseHostPort } from '../config-schema.js';
 import { FqnError, parseFqn, type FqnType } from '../fqn.js';
 import type { BindingInput } from '../catalog.js';
-import type { AnyServiceConfig } from '../config.js';
-import { normalizeHttpService } from '../../protocols/http/config-schema.js';
+import { normalizeService, type AnyServiceConfig } from '../config.js';
 import { REPLICATION_KINDS } from '../policy/policy-schema.js';
 import { ApiError } from './errors.js';
 
@@ -138,14 +137,7 @@ export function parseBody<S extends z.ZodType>(schema: S, body: unknown): z.outp
 
 export function toServiceConfig(s: z.output<typeof serviceBody>): AnyServiceConfig {
   // The API takes absolute paths only, so there is nothing to resolve.
-  if (s.protocol === 'http') return normalizeHttpService(s, (path) => path);
-  const { ca, password, ...rest } = s.upstream;
-  const { tls_negotiation: tlsNegotiation, ...upstream } = 'tls_negotiation' in rest ? rest : { ...rest, tls_negotiation: undefined };
-  return {
-    fqn: s.fqn,
-    protocol: s.protocol,
-    upstream: { ...upstream, ...(tlsNegotiation !== undefined && { tlsNegotiation }), ...(password !== undefined && { password }), ...(ca !== undefined && { ca }) },
-  };
+  return normalizeService(s, (path) => path);
 }
 
 export function toBindingInput(b: z.output<typeof bindingBody>): BindingInput {
